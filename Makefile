@@ -1,0 +1,31 @@
+# README's two commands: `make demo` and `make test`. Each bootstraps .venv on its own.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PIP    := $(VENV)/bin/python -m pip
+# Extras installed for the test suite and the demo; families add theirs here.
+EXTRAS := test
+# Packages whose declared dependencies we must not pull (see README): installed with --no-deps.
+NODEPS_PACKAGES :=
+
+.PHONY: demo test install clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# Re-install when the package metadata or this file changes.
+$(VENV)/.installed: $(VENV)/bin/python setup.cfg pyproject.toml Makefile
+	$(PIP) install --quiet -e ".[$(EXTRAS)]"
+	$(if $(strip $(NODEPS_PACKAGES)),$(PIP) install --quiet --no-deps $(NODEPS_PACKAGES))
+	touch $@
+
+install: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/jaxrepro bench --quick
+
+clean:
+	rm -rf $(VENV) reports .pytest_cache
