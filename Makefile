@@ -3,11 +3,17 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PIP    := $(VENV)/bin/python -m pip
 # Extras installed for the test suite and the demo; families add theirs here.
-EXTRAS := test
+EXTRAS := test,all
 # Packages whose declared dependencies we must not pull (see README): installed with --no-deps.
 NODEPS_PACKAGES :=
 
-.PHONY: demo test install clean
+# Parity tests against PyTorch reference packages (CI-only step, see .ci/run): CPU torch from
+# PyTorch's CPU wheel index, then the peers' packages from PyPI.
+TORCH_VERSION := 2.13.0
+TORCH_INDEX   := https://download.pytorch.org/whl/cpu
+PEER_PACKAGES :=
+
+.PHONY: demo test peers install clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +32,11 @@ test: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/jaxrepro bench --quick
+
+peers: $(VENV)/.installed
+	$(PIP) install --quiet "torch==$(TORCH_VERSION)" --index-url $(TORCH_INDEX)
+	$(if $(strip $(PEER_PACKAGES)),$(PIP) install --quiet $(PEER_PACKAGES))
+	$(VENV)/bin/python -m pytest -m "peers and not slow" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache
