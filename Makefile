@@ -13,7 +13,7 @@ TORCH_VERSION := 2.13.0
 TORCH_INDEX   := https://download.pytorch.org/whl/cpu
 PEER_PACKAGES :=
 
-.PHONY: demo test peers install clean
+.PHONY: demo test peers install-peers install clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,9 +33,11 @@ test: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/jaxrepro bench --quick
 
-peers: $(VENV)/.installed
+install-peers: $(VENV)/.installed
 	$(PIP) install --quiet "torch==$(TORCH_VERSION)" --index-url $(TORCH_INDEX)
 	$(if $(strip $(PEER_PACKAGES)),$(PIP) install --quiet $(PEER_PACKAGES))
+
+peers: install-peers
 	$(VENV)/bin/python -m pytest -m "peers and not slow" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 clean:
