@@ -48,8 +48,10 @@ class Catalogue(NamedTuple):
   def select(self, mask: np.ndarray) -> "Catalogue":
     return Catalogue(*(np.asarray(a)[mask] for a in self))
 
-  def __len__(self) -> int:  # NamedTuple's len would count fields
-    return int(np.shape(self.z)[0])
+  @property
+  def size(self) -> int:
+    """Number of objects (``len`` of a NamedTuple counts its fields)."""
+    return int(np.shape(self.z)[-1])
 
 
 def _number(text: str, column: str, where: str) -> float:

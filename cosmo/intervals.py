@@ -7,8 +7,8 @@ Two prescriptions (arXiv 2405.19953, Sec. 3):
   Gaussian profile; it is what gives the paper's 3.9 sigma (GRB) and 7.9 sigma (QSO).
 - **Profile distribution** (the generalisation, arXiv 2206.11447, 2307.16349):
   R(Omega_m) = exp(-Delta chi^2 / 2) normalised over the allowed range (the grid), read as a
-  distribution: the 68% central interval and the probability beyond Planck's value come from
-  integration, so it also works when the profile has no interior minimum (a best fit on the
+  distribution: the 68% central interval and the probability beyond Planck's value (on the
+  far side from the median) come from integration, so it also works when the profile has no interior minimum (a best fit on the
   boundary). The tail probability is converted to sigma one-sidedly, which equals the
   Delta chi^2 figure for a Gaussian profile far from the boundaries.
 """
@@ -85,7 +85,8 @@ def summarize_profile(omega: np.ndarray, chi2: np.ndarray,
   delta_ref = float(np.interp(reference, omega, delta))
   _, cdf = profile_distribution(omega, delta)
   below = float(np.interp(reference, omega, cdf))
-  tail = below if best >= reference else 1.0 - below
+  median = _quantile(omega, cdf, 0.5)
+  tail = below if median >= reference else 1.0 - below
   return {
       "best_omega_m": best,
       "chi2_min": chi2_min,
@@ -94,7 +95,7 @@ def summarize_profile(omega: np.ndarray, chi2: np.ndarray,
       "delta_chi2_at_planck": delta_ref,
       "sigma_at_planck": math.sqrt(delta_ref),
       "profile_distribution": {
-          "median": _quantile(omega, cdf, 0.5),
+          "median": median,
           "interval_68": [_quantile(omega, cdf, 0.5 - ONE_SIGMA / 2),
                           _quantile(omega, cdf, 0.5 + ONE_SIGMA / 2)],
           "probability_beyond_planck": tail,
