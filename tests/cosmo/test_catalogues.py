@@ -79,7 +79,7 @@ def test_binning():
   assert [c.n for c in cuts] == [9, 5]
   assert cuts[1].z_eff_median == pytest.approx(3.5)
   with pytest.raises(ValueError, match="has 1 objects"):
-    redshift_cuts(z, [4.6])
+    redshift_cuts(z, [6.6])
   assert parse_bins("equal:4") == 4
   with pytest.raises(ValueError, match="equal:N"):
     parse_bins("quantile:4")
