@@ -21,7 +21,7 @@ def test_nuts_marginal_equals_profile_distribution_when_nuisance_is_linear():
   summary = summarize_profile(grid, np.asarray(profile_likelihood(probe, cat, grid).chi2))
   mcmc = run_nuts(probe, cat, jax.random.key(0), init={"omega_m": 0.3, "M": -19.3},
                   num_warmup=250, num_samples=500, num_chains=2)
-  samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+  samples = {k: np.asarray(v)[..., 0] for k, v in mcmc.get_samples(group_by_chain=True).items()}
   post = summarize_posterior(samples)
   assert max(post["rhat"].values()) < 1.05
   assert min(post["ess"].values()) > 150

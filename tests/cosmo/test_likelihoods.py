@@ -20,8 +20,9 @@ def _numpy_log_dl(z, omega_m):
   return np.log10((1 + z) * dc * 299792.458 / 70.0 * MPC_CM)
 
 
-def _numpy_qso(omega_m, beta, gamma, ln_delta, cat):
-  """The issue's formula, written out in numpy."""
+def _numpy_qso(omega_m, beta_pivot, gamma, ln_delta, cat):
+  """The issue's formula, written out in numpy (beta from the pivoted intercept)."""
+  beta = beta_pivot - 30.5 * gamma
   log_dl = _numpy_log_dl(cat.z, omega_m)
   model = beta + gamma * cat.x + (gamma - 1) * (np.log10(4 * np.pi) + 2 * log_dl)
   s2 = cat.sigma_y ** 2 + gamma ** 2 * cat.sigma_x ** 2 + np.exp(ln_delta) ** 2

@@ -20,7 +20,7 @@ def test_profile_matches_scipy_minimize_per_grid_point():
   prof = profile_likelihood(probe, cat, grid)
 
   def chi2(nu, log_dl):
-    beta, gamma, ln_delta = nu
+    beta, gamma, ln_delta = nu  # the unpivoted intercept
     model = beta + gamma * cat.x + (gamma - 1) * (np.log10(4 * np.pi) + 2 * log_dl)
     s2 = cat.sigma_y ** 2 + gamma ** 2 * cat.sigma_x ** 2 + np.exp(2 * ln_delta)
     return np.sum((cat.y - model) ** 2 / s2 + np.log(2 * np.pi * s2))

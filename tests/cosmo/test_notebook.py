@@ -1,0 +1,17 @@
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "cosmo_omegam.ipynb"
+
+
+def test_notebook_reproduces_omegam_vs_zeff_figure(tmp_path):
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  NotebookClient(nb, timeout=600, kernel_name="python3",
+                 resources={"metadata": {"path": str(tmp_path)}}).execute()
+  text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                 for o in c.get("outputs", []))
+  assert text.count("sigma from Planck") == 4 and text.count("NUTS Om =") == 4
+  assert any("image/png" in o.get("data", {}) for o in nb.cells[-1].outputs)
+  assert (tmp_path / "omegam_vs_zeff.png").stat().st_size > 0
