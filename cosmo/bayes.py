@@ -73,7 +73,7 @@ def run_nuts(probe: Probe, cat: Catalogue, key: jax.Array, *, init: dict[str, np
   chain_method = "parallel" if jax.local_device_count() >= num_chains else "vectorized"
   mcmc = MCMC(NUTS(model, dense_mass=True, target_accept_prob=0.85), num_warmup=num_warmup,
               num_samples=num_samples, num_chains=num_chains, chain_method=chain_method,
-              progress_bar=progress_bar)
+              progress_bar=progress_bar, jit_model_args=True)  # data as arguments, not constants
   mcmc.run(key, *args, init_params=start, extra_fields=("num_steps", "diverging"))
   return mcmc
 
