@@ -77,7 +77,7 @@ def _nuts_vs_emcee(probe_name, cat, quick, seed=0):
   from numpyro.diagnostics import effective_sample_size
   from numpyro.infer.util import initialize_model, unconstrain_fn
 
-  from cosmo.bayes import omegam_model, run_nuts
+  from cosmo.bayes import omegam_model, run_nuts, stack_subsamples
   from cosmo.catalogues import Catalogue
   from cosmo.likelihoods import get_probe
   from cosmo.distances import log10_luminosity_distance_cm
@@ -85,8 +85,8 @@ def _nuts_vs_emcee(probe_name, cat, quick, seed=0):
 
   probe = get_probe(probe_name)
   jcat = Catalogue(*map(jnp.asarray, cat))
-  weights = jnp.ones((1,) + jcat.z.shape)
-  start_nu = minimize_nuisance(probe, jcat, weights[0], log10_luminosity_distance_cm(jcat.z, 0.5)).x
+  start_nu = minimize_nuisance(probe, jcat, jnp.ones_like(jcat.z),
+                               log10_luminosity_distance_cm(jcat.z, 0.5)).x
   init = {"omega_m": 0.5, **dict(zip(probe.nuisance_names, np.asarray(start_nu).tolist()))}
   chains, warmup, draws = (2, 300, 500) if quick else (4, 500, 1500)
 
@@ -109,7 +109,9 @@ def _nuts_vs_emcee(probe_name, cat, quick, seed=0):
   nuts_s = total_s - sum(compile_seconds)
 
   model = functools.partial(omegam_model, probe)
-  args = (jcat, weights, jnp.asarray([0.0, 2.0]))
+  stacked, stacked_weights = stack_subsamples(cat, np.ones((1, cat.z.size)))
+  args = (Catalogue(*map(jnp.asarray, stacked)), jnp.asarray(stacked_weights),
+          jnp.asarray([0.0, 2.0]))
   info = initialize_model(jax.random.key(seed), model, model_args=args)
   names = list(info.param_info.z)
   log_prob = jax.jit(jax.vmap(lambda v: -info.potential_fn(dict(zip(names, v[:, None])))))

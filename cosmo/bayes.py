@@ -39,20 +39,29 @@ QUANTILES = (0.025, 0.16, 0.5, 0.84, 0.975)
 def omegam_model(probe: Probe, cat: Catalogue, weights: jax.Array,
                  omega_range: jax.Array) -> None:
   """Flat LCDM with Omega_m ~ U(omega_range) and the probe's flat nuisance priors, for a
-  stack of B subsamples at once (``weights``: (B, N) 0/1 masks).
+  stack of B subsamples at once (``cat`` fields and ``weights``: (B, n), 0/1 padding).
 
   Each subsample has its own Omega_m and nuisances, so the joint posterior factorises and
   each marginal is exactly that subsample's posterior; sampling them jointly lets one
   compiled NUTS run cover a whole redshift sweep (compilation dominates on CPU).
   """
-  log_dl_fn = jax.vmap(lambda om: log10_luminosity_distance_cm(cat.z, om))
   with numpyro.plate("subsample", weights.shape[0]):
     omega_m = numpyro.sample("omega_m", dist.Uniform(omega_range[0], omega_range[1]))
     nuisance = jnp.stack([numpyro.sample(name, dist.Uniform(*PRIORS[probe.name][name]))
                           for name in probe.nuisance_names])
-    mean, var = jax.vmap(probe.predict, in_axes=(1, 0, None))(nuisance, log_dl_fn(omega_m), cat)
+    log_dl = jax.vmap(log10_luminosity_distance_cm)(cat.z, omega_m)
+    mean, var = jax.vmap(probe.predict, in_axes=(1, 0, 0))(nuisance, log_dl, cat)
     numpyro.sample("y", dist.Normal(mean, jnp.sqrt(var)).mask(weights > 0).to_event(1),
-                   obs=jnp.broadcast_to(cat.y, mean.shape))
+                   obs=cat.y)
+
+
+def stack_subsamples(cat: Catalogue, weights: np.ndarray) -> tuple[Catalogue, np.ndarray]:
+  """Gathers each subsample's members into a (B, n_max) stack, padded with weight 0."""
+  weights = np.atleast_2d(np.asarray(weights))
+  n_max = int(weights.sum(axis=1).max())
+  order = np.argsort(-weights, axis=1, kind="stable")[:, :n_max]  # members first
+  gathered = Catalogue(*(np.asarray(a)[order] for a in cat))
+  return gathered, np.take_along_axis(weights, order, axis=1)
 
 
 def run_nuts(probe: Probe, cat: Catalogue, key: jax.Array, *, init: dict[str, np.ndarray],
@@ -60,13 +69,15 @@ def run_nuts(probe: Probe, cat: Catalogue, key: jax.Array, *, init: dict[str, np
              num_warmup: int = 500, num_samples: int = 1000, num_chains: int = 4,
              progress_bar: bool = False) -> MCMC:
   """NUTS (dense mass matrix) on the subsamples ``weights`` ((B, N), default: everything),
-  every chain started at ``init`` (per-subsample values, e.g. the profiles' best fits)."""
-  cat = Catalogue(*map(jnp.asarray, cat))
-  weights = jnp.ones((1,) + cat.z.shape) if weights is None else jnp.atleast_2d(weights)
-  weights = weights.astype(cat.z.dtype)
+  every chain started at ``init`` (per-subsample values, e.g. the profiles' best fits).
+  Samples have a trailing subsample axis B."""
+  weights = np.ones((1, np.shape(cat.z)[0])) if weights is None else weights
+  stacked, stacked_weights = stack_subsamples(cat, weights)
+  stacked = Catalogue(*map(jnp.asarray, stacked))
   model = functools.partial(omegam_model, probe)
-  args = (cat, weights, jnp.asarray(omega_range, cat.z.dtype))
-  init = {k: jnp.broadcast_to(jnp.asarray(v, cat.z.dtype), weights.shape[:1])
+  args = (stacked, jnp.asarray(stacked_weights, stacked.z.dtype),
+          jnp.asarray(omega_range, stacked.z.dtype))
+  init = {k: jnp.broadcast_to(jnp.asarray(v, stacked.z.dtype), stacked_weights.shape[:1])
           for k, v in init.items()}
   start = unconstrain_fn(model, args, {}, init)
   start = jax.tree.map(lambda v: jnp.broadcast_to(v, (num_chains,) + v.shape), start)

@@ -12,6 +12,6 @@ def test_notebook_reproduces_omegam_vs_zeff_figure(tmp_path):
                  resources={"metadata": {"path": str(tmp_path)}}).execute()
   text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                  for o in c.get("outputs", []))
-  assert text.count("sigma from Planck") == 4 and text.count("NUTS Om =") == 4
+  assert text.count("sigma from Planck") == 3 and text.count("NUTS Om =") == 3
   assert any("image/png" in o.get("data", {}) for o in nb.cells[-1].outputs)
   assert (tmp_path / "omegam_vs_zeff.png").stat().st_size > 0
