@@ -1,11 +1,13 @@
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "cosmo_omegam.ipynb"
 
 
+@pytest.mark.slow  # NUTS compilation in a fresh kernel: ~5 min on the shared 2-core machine
 def test_notebook_reproduces_omegam_vs_zeff_figure(tmp_path):
   nb = nbformat.read(NOTEBOOK, as_version=4)
   NotebookClient(nb, timeout=600, kernel_name="python3",
