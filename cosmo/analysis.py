@@ -14,14 +14,15 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
+from cosmo.bayes import run_nuts, summarize_posterior
 from cosmo.binning import Subsample
 from cosmo.catalogues import Catalogue
 from cosmo.distances import PLANCK_OMEGA_M
 from cosmo.intervals import summarize_profile
 from cosmo.likelihoods import Probe
+from cosmo.mocks import calibrate, delta_chi2_at, mock_profiles
 from cosmo.profile import Profile, profile_likelihood
-
-METHODS = ("profile", "mocks", "bayes")
+from jaxrepro.progress import progress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,9 +63,6 @@ def calibrate_subsamples(probe: Probe, cat: Catalogue, subsamples: Sequence[Subs
                          ) -> list[tuple[dict[str, Any], np.ndarray]]:
   """Mock p-values of Delta chi^2(0.315) per subsample (on the coarser mock grid); returns
   (summary, the mocks' Delta chi^2 values) for each."""
-  from cosmo.mocks import calibrate, delta_chi2_at, mock_profiles
-  from jaxrepro.progress import progress
-
   grid = config.grid(config.mock_grid_points)
   results = []
   for s, k in zip(progress(subsamples, desc="mocks"), jax.random.split(key, len(subsamples))):
@@ -84,8 +82,6 @@ def bayes_subsamples(probe: Probe, cat: Catalogue, subsamples: Sequence[Subsampl
                      key: jax.Array) -> list[tuple[dict[str, Any], np.ndarray]]:
   """NUTS on all subsamples jointly (one compiled run; the posterior factorises), each
   started at its profile best fit; returns (summary, Omega_m draws) per subsample."""
-  from cosmo.bayes import run_nuts, summarize_posterior
-
   margin = 0.02 * (config.omega_max - config.omega_min)
   best = np.argmin(np.asarray(profile.chi2), axis=-1)
   init = {"omega_m": np.clip([r["best_omega_m"] for r in rows], config.omega_min + margin,

@@ -65,13 +65,13 @@ def _number(text: str, column: str, where: str) -> float:
 
 
 def read_table(path: str | Path, columns: Sequence[str], *, delimiter: str | None = None,
-               may_be_empty: Sequence[str] = ()) -> dict[str, np.ndarray]:
+               may_be_empty: Sequence[str] = (), redshift: str = "z") -> dict[str, np.ndarray]:
   """Reads ``columns`` of a text table with a header line.
 
   ``delimiter=None`` splits on whitespace, otherwise the file is CSV. Rows whose
   ``may_be_empty`` columns are blank are dropped (no measurement); any other blank,
   non-numeric or non-finite value, a short row, or a missing column raises ``ValueError``
-  naming the file and line. A ``z`` column must be non-negative.
+  naming the file and line. The ``redshift`` column must be non-negative.
   """
   path = Path(path)
   with path.open(newline="") as f:
@@ -99,8 +99,8 @@ def read_table(path: str | Path, columns: Sequence[str], *, delimiter: str | Non
       if text == "":
         raise ValueError(f"{where}: column {c!r} is empty")
       parsed[c] = _number(text, c, where)
-    if "z" in parsed and parsed["z"] < 0:
-      raise ValueError(f"{where}: negative redshift z = {parsed['z']}")
+    if redshift in parsed and parsed[redshift] < 0:
+      raise ValueError(f"{where}: negative redshift {redshift} = {parsed[redshift]}")
     for c in columns:
       values[c].append(parsed[c])
   if not values[columns[0]]:
@@ -164,10 +164,8 @@ def load_pantheonplus(path: str | Path) -> Catalogue:
 
   Cepheid calibrators and z < 0.01 are dropped (the usual Hubble-flow sample).
   """
-  t = read_table(path, ["zHD", "m_b_corr", "m_b_corr_err_DIAG", "IS_CALIBRATOR"])
+  t = read_table(path, ["zHD", "m_b_corr", "m_b_corr_err_DIAG", "IS_CALIBRATOR"], redshift="zHD")
   keep = (t["zHD"] > SNE_MIN_REDSHIFT) & (t["IS_CALIBRATOR"] == 0)
-  if np.any(t["zHD"] < 0):
-    raise ValueError(f"{path}: negative redshift zHD")
   zeros = np.zeros(int(keep.sum()))
   return Catalogue(t["zHD"][keep], t["m_b_corr"][keep], t["m_b_corr_err_DIAG"][keep], zeros,
                    zeros.copy())
