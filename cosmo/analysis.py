@@ -54,6 +54,7 @@ def profile_subsamples(probe: Probe, cat: Catalogue, subsamples: Sequence[Subsam
     row = {"label": s.label, "n": s.n, "z_eff_mean": s.z_eff_mean, "z_eff_median": s.z_eff_median}
     row.update(summarize_profile(np.asarray(profile.omega_m), chi2))
     row["max_grad_norm"] = float(grad.max())
+    row["delta_chi2_profile"] = (chi2 - row["chi2_min"]).tolist()  # on config.grid()
     rows.append(row)
   return profile, rows
 

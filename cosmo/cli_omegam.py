@@ -122,7 +122,8 @@ def _run(args: argparse.Namespace) -> int:
                   config={"probe": probe_name, "method": args.method, "zmin": zmins,
                           "zmax": args.zmax, "bins": args.bins, "quick": quick,
                           "seed": args.seed, "h0_fixed": 70.0, **vars(config)},
-                  metrics={"subsamples": rows}, timings=timings)
+                  metrics={"omega_grid": config.grid().tolist(), "subsamples": rows},
+                  timings=timings)
   report.notes.append("H0 fixed at 70 km/s/Mpc (degenerate with the relation's intercept)")
   if probe_name == "sne":
     report.notes.append("Pantheon+ with diagonal errors only (its covariance is not available)")
