@@ -1,0 +1,239 @@
+"""Flows of the dEGB autonomous system from radiation domination towards high temperature.
+
+arXiv:2405.15998, Secs. 3-4: starting from standard radiation domination at a low
+temperature ``T0`` the system is evolved towards high ``T`` (backwards in e-folds) with an
+adaptive ``diffrax`` solver in float64. The independent variable is ``s = ln(T/T0)``;
+entropy conservation with ``g_*s(T)`` gives ``dN/ds = -(1 + (1/3) d ln g_* / d ln T)``.
+Radiation enters the dynamics as a ``w = 1/3`` fluid (``ρ_r ∝ a⁻⁴``), so a varying
+``g_*`` only changes the map between e-folds and temperature (an approximation that ignores
+the small ``w_r < 1/3`` dips at mass thresholds).
+
+The state is ``(x, ln|u|, φ)`` with ``sign(u) = sign(α γ)`` fixed: ``u = 8 f'(φ) H²`` never
+changes sign, and the log chart keeps both ``u → 0`` and ``|u| → ∞`` (the ``w = -1/3``
+attractor at infinity) finite. Everything is ``jit``/``vmap``-able; :func:`integrate_batch`
+runs many initial conditions and couplings in one compiled call.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cosmo.degb import equations, thermal
+from cosmo.degb.fixed_points import scaling_w
+
+
+class InitialCondition(NamedTuple):
+  """State at ``T0``: ``x0 = φ̇/(√6H)``, ``u0 = 8 f'(φ0) H0²`` (as ``ln|u0|`` and sign), ``φ0``."""
+  x0: jax.Array
+  log_abs_u0: jax.Array
+  sign_u: jax.Array
+  phi0: jax.Array
+
+
+class Params(NamedTuple):
+  """Exponential coupling ``f = α e^{γφ}``: only ``λ = γ`` enters the flow."""
+  gamma: jax.Array
+
+
+class Solution(NamedTuple):
+  """A trajectory sampled on ``ln_T`` (GeV); arrays have a trailing sample axis."""
+  ln_T: jax.Array
+  x: jax.Array
+  log_abs_u: jax.Array
+  sign_u: jax.Array
+  phi: jax.Array
+  w: jax.Array
+  omega_r: jax.Array
+  gamma: jax.Array
+  ok: jax.Array          # the solver reached T_max
+
+
+def initial_condition(alpha_gev2, gamma, T0_gev, x0=0.0, phi0=0.0, g_star=10.75
+                      ) -> InitialCondition:
+  """Physical boundary condition: radiation domination at ``T0`` with ``H0 = H_std(T0)``.
+
+  ``alpha_gev2`` is ``α`` in GeV⁻² (see :func:`cosmo.degb.thermal.km2_to_gev_inv2`); ``u0 =
+  8 α γ e^{γφ0} H0²``. Requires ``|u0| ≪ 1`` and ``|x0| ≪ 1`` for the RD start to hold.
+  """
+  g_fn = thermal.make_g_star(g_star)
+  T0 = jnp.asarray(T0_gev, dtype=float)
+  H0 = thermal.hubble_standard(T0, g_fn(T0))
+  u0 = 8.0 * jnp.asarray(alpha_gev2) * jnp.asarray(gamma) * jnp.exp(gamma * jnp.asarray(phi0)) * H0 ** 2
+  return InitialCondition(jnp.asarray(x0, dtype=float), jnp.log(jnp.abs(u0)),
+                          jnp.sign(u0), jnp.asarray(phi0, dtype=float))
+
+
+X_SCALE = 10.0   # |x| beyond which the clock slows down (see _sigma_field)
+_GATE_WIDTH = 1e-2
+
+
+def _sigma_field(sigma, state, args):
+  """Right-hand side in the regularised clock ``σ``: ``ds/dσ = 1/√(1 + (x/X_SCALE)²)``.
+
+  Jumps between attractors (e.g. from ``w = -1/3`` to the scaling solution) pass through
+  ``|x| ~ |u|^{1/2}`` (up to 10¹³) within ``Δ ln T ~ 10⁻¹³``, below the float64 resolution of
+  ``ln T``; in ``σ`` the passage takes ``O(1)`` and adaptive steps stay resolvable.
+  """
+  del sigma
+  x, log_abs_u, phi, s = state
+  sign_u, lam, ln_T0, g_fn, s_max = args
+  dx, dlog, _ = equations.log_chart_flow(x, log_abs_u, sign_u, lam)
+  dN_ds = -(1.0 + thermal.dlng_dlnT(g_fn, jnp.exp(ln_T0 + s)) / 3.0)
+  # The clock stops (continuously) just past s_max, so a fixed σ range suffices for every
+  # trajectory; the path in (s, state) space is unchanged, only its parametrisation.
+  gate = jnp.clip((s_max + _GATE_WIDTH - s) / _GATE_WIDTH, 0.0, 1.0)
+  ds_dsigma = gate / jnp.sqrt(1.0 + (x / X_SCALE) ** 2)
+  rate = dN_ds * ds_dsigma
+  return (dx * rate, dlog * rate, equations.SQRT6 * x * rate, ds_dsigma)
+
+
+def _state_derivative_in_s(state, args):
+  x, log_abs_u, phi, s = state
+  sign_u, lam, ln_T0, g_fn, _ = args
+  dx, dlog, _ = equations.log_chart_flow(x, log_abs_u, sign_u, lam)
+  dN_ds = -(1.0 + thermal.dlng_dlnT(g_fn, jnp.exp(ln_T0 + s)) / 3.0)
+  return jnp.stack([dx * dN_ds, dlog * dN_ds, equations.SQRT6 * x * dN_ds])
+
+
+def sigma_max_for(gamma, s_max):
+  """A clock range that always reaches ``s_max`` (scaling solutions have ``|x| ≈ 10/(√6 γ)``)."""
+  x_s = 1.0 + 5.0 / jnp.maximum(jnp.abs(gamma), 0.05)
+  return s_max * jnp.sqrt(1.0 + (x_s / X_SCALE) ** 2) + 40.0
+
+
+def hermite_resample(s_knots, y_knots, dy_knots, s_grid):
+  """Cubic Hermite interpolation of samples ``y(s)`` (with slopes) onto ``s_grid``.
+
+  ``s_knots`` is non-decreasing; repeated knots (after the clock stops) are skipped.
+  """
+  idx = jnp.clip(jnp.searchsorted(s_knots, s_grid, side="right") - 1, 0, s_knots.shape[0] - 2)
+  s0, s1 = s_knots[idx], s_knots[idx + 1]
+  h = jnp.where(s1 > s0, s1 - s0, 1.0)
+  t = jnp.clip((s_grid - s0) / h, 0.0, 1.0)[:, None]
+  y0, y1 = y_knots[idx], y_knots[idx + 1]
+  m0, m1 = dy_knots[idx] * h[:, None], dy_knots[idx + 1] * h[:, None]
+  t2, t3 = t * t, t * t * t
+  return ((2 * t3 - 3 * t2 + 1) * y0 + (t3 - 2 * t2 + t) * m0 + (-2 * t3 + 3 * t2) * y1
+          + (t3 - t2) * m1)
+
+
+def integrate(ic: InitialCondition, params: Params, T_range, *, n_save: int = 256,
+              n_knots: int = 512, g_star=10.75, rtol: float = 1e-10, atol: float = 1e-12,
+              max_steps: int = 100_000, solver: str = "tsit5") -> Solution:
+  """Integrates one trajectory from ``T_range[0]`` (RD) to ``T_range[1]`` (GeV), high-T-ward.
+
+  The ODE is solved in the regularised clock of :func:`_sigma_field` with ``ln T`` as a state,
+  stopped just past ``T_max``, saved on ``n_knots`` clock values and resampled onto
+  ``n_save`` points uniform in ``ln T`` by cubic Hermite interpolation (slopes from the
+  vector field). ``solver``: ``"tsit5"`` (explicit) or ``"kvaerno5"`` (stiff, implicit).
+  Vectorize with ``jax.vmap`` over ``ic`` and ``params`` (see :func:`integrate_batch`).
+  """
+  T0, T1 = T_range
+  if not (T1 > T0 > 0):
+    raise ValueError(f"T_range must satisfy 0 < T0 < T_max, got {T_range}")
+  g_fn = thermal.make_g_star(g_star)
+  s_max = float(np.log(T1 / T0))
+  lam = jnp.asarray(params.gamma, dtype=float)
+  sigma_max = sigma_max_for(lam, s_max)
+  knots = jnp.linspace(0.0, 1.0, n_knots) * sigma_max
+  args = (jnp.asarray(ic.sign_u, dtype=float), lam, float(np.log(T0)), g_fn, s_max)
+  stepper = {"tsit5": diffrax.Tsit5, "kvaerno5": diffrax.Kvaerno5}[solver]()
+  y0 = (jnp.asarray(ic.x0, dtype=float), jnp.asarray(ic.log_abs_u0, dtype=float),
+        jnp.asarray(ic.phi0, dtype=float), jnp.zeros(()))
+  sol = diffrax.diffeqsolve(
+      diffrax.ODETerm(_sigma_field), stepper, t0=0.0, t1=sigma_max, dt0=1e-3, y0=y0,
+      args=args, saveat=diffrax.SaveAt(ts=knots),
+      stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+      max_steps=max_steps, throw=False)
+  states = jnp.stack(sol.ys[:3], axis=-1)
+  s_knots = sol.ys[3]
+  slopes = jax.vmap(lambda st, s: _state_derivative_in_s((*st, s), args))(states, s_knots)
+  s_grid = jnp.linspace(0.0, s_max, n_save)
+  x, log_abs_u, phi = hermite_resample(s_knots, states, slopes, s_grid).T
+  _, _, eps = equations.log_chart_flow(x, log_abs_u, ic.sign_u, lam)
+  u = ic.sign_u * jnp.exp(log_abs_u)
+  ok = (sol.result == diffrax.RESULTS.successful) & (s_knots[-1] >= s_max)
+  return Solution(ln_T=np.log(T0) + s_grid, x=x, log_abs_u=log_abs_u,
+                  sign_u=jnp.broadcast_to(ic.sign_u, x.shape), phi=phi, w=-1.0 - 2.0 / 3.0 * eps,
+                  omega_r=equations.omega_r(x, u), gamma=jnp.broadcast_to(lam, x.shape), ok=ok)
+
+
+def integrate_batch(ic: InitialCondition, params: Params, T_range, **kwargs) -> Solution:
+  """``jit(vmap(integrate))`` over the leading axis of ``ic`` and ``params``."""
+  fn = jax.jit(jax.vmap(lambda i, p: integrate(i, p, T_range, **kwargs)))
+  return fn(ic, params)
+
+
+# ---- path classification ------------------------------------------------------------
+
+ATTRACTOR_NAMES = ("w=-1/3", "kination", "scaling")
+
+
+def _nearest_fixed_w(w, gamma, tol):
+  """Name of the fixed point whose ``w`` is within ``tol`` of ``w`` (or None)."""
+  candidates = {"w=-1/3": -1.0 / 3.0, "radiation": 1.0 / 3.0, "kination": 1.0}
+  w_s = scaling_w(gamma)
+  if np.isfinite(w_s):
+    candidates["scaling"] = w_s
+  name, value = min(candidates.items(), key=lambda kv: abs(kv[1] - w))
+  return name if abs(value - w) < tol else None
+
+
+def classify_path(solution: Solution, *, tol: float = 0.02, min_plateau_efolds: float = 1.5
+                  ) -> dict:
+  """Final attractor and meta-stable plateaus of one trajectory (numpy, on the host).
+
+  A plateau is a run of at least ``min_plateau_efolds`` in ``ln T`` where ``w`` stays within
+  ``tol`` of one value; the last run that reaches ``T_max`` is the attractor (named by the
+  fixed point with that ``w``, or ``"unsettled"``). Earlier plateaus other than the initial
+  radiation era are meta-stable. Returns ``{"final", "plateaus", "path", "w_final"}`` where
+  ``path`` is e.g. ``"RD -> kination -> w=-1/3"``.
+  """
+  ln_T = np.asarray(solution.ln_T, dtype=float)
+  w = np.asarray(solution.w, dtype=float)
+  gamma = float(np.asarray(solution.gamma).reshape(-1)[0])
+  if not bool(np.asarray(solution.ok).all()) or not np.all(np.isfinite(w)):
+    return {"final": "failed", "plateaus": [], "path": "failed", "w_final": float("nan")}
+  runs = _plateaus(ln_T, w, tol, min_plateau_efolds)
+  final = "unsettled"
+  if runs and runs[-1][1] == len(w) - 1:
+    final = _nearest_fixed_w(runs[-1][2], gamma, 2 * tol) or "unsettled"
+    runs = runs[:-1]
+  names = []
+  for start, _, value in runs:
+    name = _nearest_fixed_w(value, gamma, 2 * tol) or f"w={value:.2f}"
+    if start == 0 and name == "radiation":
+      continue
+    if not names or names[-1] != name:
+      names.append(name)
+  if names and names[-1] == final:
+    names = names[:-1]
+  return {"final": final, "plateaus": names, "path": " -> ".join(["RD", *names, final]),
+          "w_final": float(w[-1])}
+
+
+def _plateaus(ln_T, w, tol, min_len):
+  """Maximal runs ``(start, end, median w)`` with ``max - min ≤ 2 tol`` and length ≥ min_len."""
+  runs, start = [], 0
+  n = len(w)
+  while start < n:
+    end, lo, hi = start, w[start], w[start]
+    while end + 1 < n and max(hi, w[end + 1]) - min(lo, w[end + 1]) <= 2 * tol:
+      end += 1
+      lo, hi = min(lo, w[end]), max(hi, w[end])
+    if ln_T[end] - ln_T[start] >= min_len:
+      runs.append((start, end, float(np.median(w[start:end + 1]))))
+      start = end + 1
+    else:
+      start += 1
+  return runs
+
+
+def unstack(solution: Solution, i: int) -> Solution:
+  """The ``i``-th trajectory of a batched :class:`Solution`."""
+  return Solution(*[np.asarray(leaf)[i] for leaf in solution])
