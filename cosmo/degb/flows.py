@@ -68,16 +68,17 @@ def initial_condition(alpha_gev2, gamma, T0_gev, x0=0.0, phi0=0.0, g_star=10.75
                           jnp.sign(u0), jnp.asarray(phi0, dtype=float))
 
 
-X_SCALE = 10.0   # |x| beyond which the clock slows down (see _sigma_field)
+X_SCALE = 100.0  # |x| beyond which the clock slows down (see _sigma_field)
 _GATE_WIDTH = 1e-2
 
 
 def _sigma_field(sigma, state, args):
-  """Right-hand side in the regularised clock ``σ``: ``ds/dσ = 1/√(1 + (x/X_SCALE)²)``.
+  """Right-hand side in the regularised clock ``σ``: ``ds/dσ = 1/max(1, |x|/X_SCALE)``.
 
   Jumps between attractors (e.g. from ``w = -1/3`` to the scaling solution) pass through
   ``|x| ~ |u|^{1/2}`` (up to 10¹³) within ``Δ ln T ~ 10⁻¹³``, below the float64 resolution of
-  ``ln T``; in ``σ`` the passage takes ``O(1)`` and adaptive steps stay resolvable.
+  ``ln T``; in ``σ`` the passage takes ``O(1)`` and adaptive steps stay resolvable. While
+  ``|x| ≤ X_SCALE`` the clock is ``s`` itself, so saved values are the solver's own.
   """
   del sigma
   x, log_abs_u, phi, s = state
@@ -87,7 +88,7 @@ def _sigma_field(sigma, state, args):
   # The clock stops (continuously) just past s_max, so a fixed σ range suffices for every
   # trajectory; the path in (s, state) space is unchanged, only its parametrisation.
   gate = jnp.clip((s_max + _GATE_WIDTH - s) / _GATE_WIDTH, 0.0, 1.0)
-  ds_dsigma = gate / jnp.sqrt(1.0 + (x / X_SCALE) ** 2)
+  ds_dsigma = gate / jnp.maximum(1.0, jnp.abs(x) / X_SCALE)
   rate = dN_ds * ds_dsigma
   return (dx * rate, dlog * rate, equations.SQRT6 * x * rate, ds_dsigma)
 
@@ -101,9 +102,14 @@ def _state_derivative_in_s(state, args):
 
 
 def sigma_max_for(gamma, s_max):
-  """A clock range that always reaches ``s_max`` (scaling solutions have ``|x| ≈ 10/(√6 γ)``)."""
-  x_s = 1.0 + 5.0 / jnp.maximum(jnp.abs(gamma), 0.05)
-  return s_max * jnp.sqrt(1.0 + (x_s / X_SCALE) ** 2) + 40.0
+  """A clock range that always reaches ``s_max``.
+
+  Scaling solutions have ``|x| ≤ 1 + 10/(√6 |γ|)``; a jump through ``|x|`` up to ``x_peak``
+  costs ``≈ ln(x_peak/X_SCALE)/(√6 |γ|)`` extra clock (``x_peak ≤ 10¹⁸``).
+  """
+  abs_gamma = jnp.maximum(jnp.abs(gamma), 0.02)
+  x_s = 1.0 + 10.0 / (6.0 ** 0.5 * abs_gamma)
+  return s_max * jnp.maximum(1.0, x_s / X_SCALE) + 40.0 / (6.0 ** 0.5 * abs_gamma) + 10.0
 
 
 def hermite_resample(s_knots, y_knots, dy_knots, s_grid):
@@ -123,14 +129,14 @@ def hermite_resample(s_knots, y_knots, dy_knots, s_grid):
 
 
 def integrate(ic: InitialCondition, params: Params, T_range, *, n_save: int = 256,
-              n_knots: int = 512, g_star=10.75, rtol: float = 1e-10, atol: float = 1e-12,
+              n_extra: int = 256, g_star=10.75, rtol: float = 1e-10, atol: float = 1e-12,
               max_steps: int = 100_000, solver: str = "tsit5") -> Solution:
   """Integrates one trajectory from ``T_range[0]`` (RD) to ``T_range[1]`` (GeV), high-T-ward.
 
   The ODE is solved in the regularised clock of :func:`_sigma_field` with ``ln T`` as a state,
-  stopped just past ``T_max``, saved on ``n_knots`` clock values and resampled onto
-  ``n_save`` points uniform in ``ln T`` by cubic Hermite interpolation (slopes from the
-  vector field). ``solver``: ``"tsit5"`` (explicit) or ``"kvaerno5"`` (stiff, implicit).
+  stopped just past ``T_max``, saved on the ``n_save`` output points plus ``n_extra`` clock
+  values and resampled onto ``n_save`` points uniform in ``ln T`` by cubic Hermite
+  interpolation (slopes from the vector field; exact where the clock was not slowed). ``solver``: ``"tsit5"`` (explicit) or ``"kvaerno5"`` (stiff, implicit).
   Vectorize with ``jax.vmap`` over ``ic`` and ``params`` (see :func:`integrate_batch`).
   """
   T0, T1 = T_range
@@ -140,7 +146,9 @@ def integrate(ic: InitialCondition, params: Params, T_range, *, n_save: int = 25
   s_max = float(np.log(T1 / T0))
   lam = jnp.asarray(params.gamma, dtype=float)
   sigma_max = sigma_max_for(lam, s_max)
-  knots = jnp.linspace(0.0, 1.0, n_knots) * sigma_max
+  s_grid = jnp.linspace(0.0, s_max, n_save)
+  # Knots on the output grid (exact while the clock is s) plus n_extra for slowed clocks.
+  knots = jnp.concatenate([s_grid, s_max + (sigma_max - s_max) * jnp.linspace(0.0, 1.0, n_extra + 1)[1:]])
   args = (jnp.asarray(ic.sign_u, dtype=float), lam, float(np.log(T0)), g_fn, s_max)
   stepper = {"tsit5": diffrax.Tsit5, "kvaerno5": diffrax.Kvaerno5}[solver]()
   y0 = (jnp.asarray(ic.x0, dtype=float), jnp.asarray(ic.log_abs_u0, dtype=float),
@@ -153,7 +161,6 @@ def integrate(ic: InitialCondition, params: Params, T_range, *, n_save: int = 25
   states = jnp.stack(sol.ys[:3], axis=-1)
   s_knots = sol.ys[3]
   slopes = jax.vmap(lambda st, s: _state_derivative_in_s((*st, s), args))(states, s_knots)
-  s_grid = jnp.linspace(0.0, s_max, n_save)
   x, log_abs_u, phi = hermite_resample(s_knots, states, slopes, s_grid).T
   _, _, eps = equations.log_chart_flow(x, log_abs_u, ic.sign_u, lam)
   u = ic.sign_u * jnp.exp(log_abs_u)
