@@ -144,15 +144,15 @@ def flow_at_infinity(x, r, lam):
   return dx, r * rate
 
 
-def log_chart_flow(x, log_abs_u, sign_u, lam):
+def log_chart_flow(x, log_abs_u, sign_u, lam, xp=jnp):
   """``(dx/dN, d ln|u|/dN, ε)`` for ``u = sign_u · e^{log_abs_u}``, finite for all ``|u|``.
 
   Uses the ``u`` chart for ``|u| ≤ 1`` and the ``1/u`` chart beyond, so neither
   ``u → 0`` nor ``|u| → ∞`` overflows (in the ``w = -1/3`` attractor ``|u| ~ T²``).
   """
   small = log_abs_u <= 0.0
-  u = sign_u * jnp.exp(jnp.minimum(log_abs_u, 0.0))
-  r = sign_u * jnp.exp(-jnp.maximum(log_abs_u, 0.0))
+  u = sign_u * xp.exp(xp.minimum(log_abs_u, 0.0))
+  r = sign_u * xp.exp(-xp.maximum(log_abs_u, 0.0))
   dx_small, _ = flow(x, u, lam)
   rate_small = growth_rate(x, u, lam)
   eps_small = epsilon(x, u, lam)
@@ -160,7 +160,7 @@ def log_chart_flow(x, log_abs_u, sign_u, lam):
   d_r = 3.0 + 2.0 * SQRT6 * x * r + 2.0 * r ** 2
   rate_large = (6.0 - 3.0 * SQRT6 * lam * x + r ** 2 * (8.0 + 4.0 * x ** 2 - 2.0 * SQRT6 * lam * x)) / d_r
   eps_large = -(3.0 + 6.0 * lam * x ** 2 * r + (4.0 + 2.0 * x ** 2) * r ** 2) / d_r
-  dx = jnp.where(small, dx_small, dx_large)
-  dlog = -jnp.where(small, rate_small, rate_large)
-  eps = jnp.where(small, eps_small, eps_large)
+  dx = xp.where(small, dx_small, dx_large)
+  dlog = -xp.where(small, rate_small, rate_large)
+  eps = xp.where(small, eps_small, eps_large)
   return dx, dlog, eps

@@ -16,6 +16,7 @@ runs many initial conditions and couplings in one compiled call.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import diffrax
@@ -136,44 +137,115 @@ def integrate(ic: InitialCondition, params: Params, T_range, *, n_save: int = 25
   The ODE is solved in the regularised clock of :func:`_sigma_field` with ``ln T`` as a state,
   stopped just past ``T_max``, saved on the ``n_save`` output points plus ``n_extra`` clock
   values and resampled onto ``n_save`` points uniform in ``ln T`` by cubic Hermite
-  interpolation (slopes from the vector field; exact where the clock was not slowed). ``solver``: ``"tsit5"`` (explicit) or ``"kvaerno5"`` (stiff, implicit).
-  Vectorize with ``jax.vmap`` over ``ic`` and ``params`` (see :func:`integrate_batch`).
+  interpolation (slopes from the vector field; exact where the clock was not slowed).
+  ``solver``: ``"tsit5"`` (explicit, 5th order) or ``"kvaerno5"`` (stiff, implicit).
+  Compiled once per static configuration; see :func:`integrate_batch` for many at once.
   """
-  T0, T1 = T_range
+  static = _static_config(T_range, n_save, n_extra, g_star, rtol, atol, max_steps, solver)
+  return _integrate_jit(ic, params, **static)
+
+
+def integrate_batch(ic: InitialCondition, params: Params, T_range, **kwargs) -> Solution:
+  """``jit(vmap(integrate))`` over the leading axis of ``ic`` and ``params``."""
+  defaults = dict(n_save=256, n_extra=256, g_star=10.75, rtol=1e-10, atol=1e-12,
+                  max_steps=100_000, solver="tsit5")
+  defaults.update(kwargs)
+  static = _static_config(T_range, **defaults)
+  return _integrate_batch_jit(ic, params, **static)
+
+
+def _static_config(T_range, n_save, n_extra, g_star, rtol, atol, max_steps, solver):
+  T0, T1 = (float(t) for t in T_range)
   if not (T1 > T0 > 0):
     raise ValueError(f"T_range must satisfy 0 < T0 < T_max, got {T_range}")
+  if solver not in _SOLVERS:
+    raise ValueError(f"solver must be one of {sorted(_SOLVERS)}, got {solver!r}")
+  thermal.make_g_star(g_star)  # validates
+  return dict(T0=T0, T1=T1, n_save=int(n_save), n_extra=int(n_extra),
+              g_star=g_star if isinstance(g_star, str) else float(g_star), rtol=float(rtol),
+              atol=float(atol), max_steps=int(max_steps), solver=solver)
+
+
+_SOLVERS = {"tsit5": diffrax.Tsit5, "kvaerno5": diffrax.Kvaerno5}
+_STATIC = ("T0", "T1", "n_save", "n_extra", "g_star", "rtol", "atol", "max_steps", "solver")
+
+
+def _integrate_core(ic, params, *, T0, T1, n_save, n_extra, g_star, rtol, atol, max_steps,
+                    solver):
   g_fn = thermal.make_g_star(g_star)
   s_max = float(np.log(T1 / T0))
   lam = jnp.asarray(params.gamma, dtype=float)
   sigma_max = sigma_max_for(lam, s_max)
   s_grid = jnp.linspace(0.0, s_max, n_save)
   # Knots on the output grid (exact while the clock is s) plus n_extra for slowed clocks.
-  knots = jnp.concatenate([s_grid, s_max + (sigma_max - s_max) * jnp.linspace(0.0, 1.0, n_extra + 1)[1:]])
+  knots = jnp.concatenate([s_grid, s_max + (sigma_max - s_max)
+                           * jnp.linspace(0.0, 1.0, n_extra + 1)[1:]])
   args = (jnp.asarray(ic.sign_u, dtype=float), lam, float(np.log(T0)), g_fn, s_max)
-  stepper = {"tsit5": diffrax.Tsit5, "kvaerno5": diffrax.Kvaerno5}[solver]()
   y0 = (jnp.asarray(ic.x0, dtype=float), jnp.asarray(ic.log_abs_u0, dtype=float),
         jnp.asarray(ic.phi0, dtype=float), jnp.zeros(()))
   sol = diffrax.diffeqsolve(
-      diffrax.ODETerm(_sigma_field), stepper, t0=0.0, t1=sigma_max, dt0=1e-3, y0=y0,
+      diffrax.ODETerm(_sigma_field), _SOLVERS[solver](), t0=0.0, t1=sigma_max, dt0=1e-3, y0=y0,
       args=args, saveat=diffrax.SaveAt(ts=knots),
       stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
       max_steps=max_steps, throw=False)
   states = jnp.stack(sol.ys[:3], axis=-1)
   s_knots = sol.ys[3]
+  ok = (sol.result == diffrax.RESULTS.successful) & (s_knots[-1] >= s_max)
+  return _resample(states, s_knots, s_grid, args, ic.sign_u, lam, float(np.log(T0)), ok)
+
+
+def _resample(states, s_knots, s_grid, args, sign_u, lam, ln_T0, ok):
   slopes = jax.vmap(lambda st, s: _state_derivative_in_s((*st, s), args))(states, s_knots)
   x, log_abs_u, phi = hermite_resample(s_knots, states, slopes, s_grid).T
-  _, _, eps = equations.log_chart_flow(x, log_abs_u, ic.sign_u, lam)
-  u = ic.sign_u * jnp.exp(log_abs_u)
-  ok = (sol.result == diffrax.RESULTS.successful) & (s_knots[-1] >= s_max)
-  return Solution(ln_T=np.log(T0) + s_grid, x=x, log_abs_u=log_abs_u,
-                  sign_u=jnp.broadcast_to(ic.sign_u, x.shape), phi=phi, w=-1.0 - 2.0 / 3.0 * eps,
+  _, _, eps = equations.log_chart_flow(x, log_abs_u, sign_u, lam)
+  u = sign_u * jnp.exp(log_abs_u)
+  return Solution(ln_T=ln_T0 + s_grid, x=x, log_abs_u=log_abs_u,
+                  sign_u=jnp.broadcast_to(sign_u, x.shape), phi=phi, w=-1.0 - 2.0 / 3.0 * eps,
                   omega_r=equations.omega_r(x, u), gamma=jnp.broadcast_to(lam, x.shape), ok=ok)
 
 
-def integrate_batch(ic: InitialCondition, params: Params, T_range, **kwargs) -> Solution:
-  """``jit(vmap(integrate))`` over the leading axis of ``ic`` and ``params``."""
-  fn = jax.jit(jax.vmap(lambda i, p: integrate(i, p, T_range, **kwargs)))
-  return fn(ic, params)
+_integrate_jit = jax.jit(_integrate_core, static_argnames=_STATIC)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _integrate_batch_jit(ic, params, **static):
+  return jax.vmap(lambda i, p: _integrate_core(i, p, **static))(ic, params)
+
+
+def integrate_scipy(ic: InitialCondition, params: Params, T_range, *, n_save: int = 256,
+                    n_extra: int = 256, rtol: float = 1e-10, atol: float = 1e-12,
+                    method: str = "LSODA") -> Solution:
+  """The same regularised flow with ``scipy.integrate.solve_ivp`` (numpy RHS, constant g_*).
+
+  An independent reference for tests and the benchmark: same clock, same knots, same
+  resampling; one trajectory per call.
+  """
+  from scipy.integrate import solve_ivp
+  static = _static_config(T_range, n_save, n_extra, 10.75, rtol, atol, 1, "tsit5")
+  T0, T1 = static["T0"], static["T1"]
+  s_max = float(np.log(T1 / T0))
+  sign_u, lam = float(ic.sign_u), float(params.gamma)
+  sigma_max = float(sigma_max_for(lam, s_max))
+  s_grid = np.linspace(0.0, s_max, n_save)
+  knots = np.concatenate([s_grid, s_max + (sigma_max - s_max) * np.linspace(0, 1, n_extra + 1)[1:]])
+  gate_width = _GATE_WIDTH
+
+  def rhs(_, z):
+    x, log_abs_u, _, s = z
+    dx, dlog, _ = equations.log_chart_flow(x, log_abs_u, sign_u, lam, xp=np)
+    gate = min(max((s_max + gate_width - s) / gate_width, 0.0), 1.0)
+    rate = -gate / max(1.0, abs(x) / X_SCALE)
+    return [dx * rate, dlog * rate, equations.SQRT6 * x * rate, -rate]
+
+  y0 = [float(ic.x0), float(ic.log_abs_u0), float(ic.phi0), 0.0]
+  out = solve_ivp(rhs, (0.0, sigma_max), y0, method=method, rtol=rtol, atol=atol, t_eval=knots)
+  ok = out.status == 0 and out.y.shape[1] == knots.size and out.y[3, -1] >= s_max
+  if out.y.shape[1] != knots.size:
+    out.y = np.full((4, knots.size), np.nan)
+  args = (sign_u, lam, float(np.log(T0)), thermal.make_g_star(10.75), s_max)
+  return jax.tree.map(np.asarray, _resample(jnp.asarray(out.y[:3].T), jnp.asarray(out.y[3]),
+                                            jnp.asarray(s_grid), args, sign_u, lam,
+                                            float(np.log(T0)), jnp.asarray(ok)))
 
 
 # ---- path classification ------------------------------------------------------------
