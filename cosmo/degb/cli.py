@@ -113,7 +113,8 @@ def _cmd_paths(args) -> int:
   elapsed = time.perf_counter() - start
   keyed = [f"alpha{'>' if s > 0 else '<'}0: {lab['path']}" for s, lab in zip(params["sign_alpha"], labels)]
   counts = collections.Counter(keyed)
-  distinct = sorted({lab["path"] for lab in labels if lab["final"] not in ("failed", "unsettled")})
+  # α's sign splits the phase plane (u never changes sign): a path is (sign α, sequence).
+  distinct = sorted({k for k, lab in zip(keyed, labels) if lab["final"] not in ("failed", "unsettled")})
   swift = [p for p in distinct if p.count("->") == 1]
   metastable = [p for p in distinct if p.count("->") > 1]
   report = Report(

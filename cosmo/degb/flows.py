@@ -65,8 +65,9 @@ def initial_condition(alpha_gev2, gamma, T0_gev, x0=0.0, phi0=0.0, g_star=10.75
   T0 = jnp.asarray(T0_gev, dtype=float)
   H0 = thermal.hubble_standard(T0, g_fn(T0))
   u0 = 8.0 * jnp.asarray(alpha_gev2) * jnp.asarray(gamma) * jnp.exp(gamma * jnp.asarray(phi0)) * H0 ** 2
-  return InitialCondition(jnp.asarray(x0, dtype=float), jnp.log(jnp.abs(u0)),
-                          jnp.sign(u0), jnp.asarray(phi0, dtype=float))
+  x0, u0, phi0 = jnp.broadcast_arrays(jnp.asarray(x0, dtype=float), u0,
+                                      jnp.asarray(phi0, dtype=float))
+  return InitialCondition(x0, jnp.log(jnp.abs(u0)), jnp.sign(u0), phi0)
 
 
 X_SCALE = 100.0  # |x| beyond which the clock slows down (see _sigma_field)
@@ -269,8 +270,8 @@ def classify_path(solution: Solution, *, tol: float = 0.02, min_plateau_efolds: 
 
   A plateau is a run of at least ``min_plateau_efolds`` in ``ln T`` where ``w`` stays within
   ``tol`` of one value; the last run that reaches ``T_max`` is the attractor (named by the
-  fixed point with that ``w``, or ``"unsettled"``). Earlier plateaus other than the initial
-  radiation era are meta-stable. Returns ``{"final", "plateaus", "path", "w_final"}`` where
+  fixed point with that ``w``, or ``"unsettled"``). Earlier plateaus at the ``w`` of a critical
+  point, other than the initial radiation era, are meta-stable. Returns ``{"final", "plateaus", "path", "w_final"}`` where
   ``path`` is e.g. ``"RD -> kination -> w=-1/3"``.
   """
   ln_T = np.asarray(solution.ln_T, dtype=float)
@@ -285,8 +286,9 @@ def classify_path(solution: Solution, *, tol: float = 0.02, min_plateau_efolds: 
     runs = runs[:-1]
   names = []
   for start, _, value in runs:
-    name = _nearest_fixed_w(value, gamma, 2 * tol) or f"w={value:.2f}"
-    if start == 0 and name == "radiation":
+    # a meta-stable era shadows a critical point; slow drifts elsewhere are not plateaus
+    name = _nearest_fixed_w(value, gamma, 2 * tol)
+    if name is None or (start == 0 and name == "radiation"):
       continue
     if not names or names[-1] != name:
       names.append(name)

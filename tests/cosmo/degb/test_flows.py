@@ -111,5 +111,7 @@ def test_classifier_on_hand_built_curves():
   # too short a plateau is not meta-stable; an unknown final w is "unsettled"
   assert classify_path(_hand_built([1 / 3, 1.0, -1 / 3], [5, 0.5, 10]))["path"] == "RD -> w=-1/3"
   assert classify_path(_hand_built([1 / 3, 0.7], [5, 20]))["final"] == "unsettled"
+  # a plateau away from every critical point's w is not a meta-stable era
+  assert classify_path(_hand_built([1 / 3, 0.6, 1.0], [5, 6, 10]))["path"] == "RD -> kination"
   failed = _hand_built([1 / 3, 1.0], [5, 20])._replace(ok=np.array(False))
   assert classify_path(failed)["final"] == "failed"
