@@ -17,6 +17,7 @@ runs many initial conditions and couplings in one compiled call.
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import diffrax
@@ -114,15 +115,16 @@ def sigma_max_for(gamma, s_max):
   return s_max * jnp.maximum(1.0, x_s / X_SCALE) + 40.0 / (6.0 ** 0.5 * abs_gamma) + 10.0
 
 
-def hermite_resample(s_knots, y_knots, dy_knots, s_grid):
+def hermite_resample(s_knots, y_knots, dy_knots, s_grid, xp=jnp):
   """Cubic Hermite interpolation of samples ``y(s)`` (with slopes) onto ``s_grid``.
 
   ``s_knots`` is non-decreasing; repeated knots (after the clock stops) are skipped.
+  ``xp``: ``jax.numpy`` or ``numpy``.
   """
-  idx = jnp.clip(jnp.searchsorted(s_knots, s_grid, side="right") - 1, 0, s_knots.shape[0] - 2)
+  idx = xp.clip(xp.searchsorted(s_knots, s_grid, side="right") - 1, 0, s_knots.shape[0] - 2)
   s0, s1 = s_knots[idx], s_knots[idx + 1]
-  h = jnp.where(s1 > s0, s1 - s0, 1.0)
-  t = jnp.clip((s_grid - s0) / h, 0.0, 1.0)[:, None]
+  h = xp.where(s1 > s0, s1 - s0, 1.0)
+  t = xp.clip((s_grid - s0) / h, 0.0, 1.0)[:, None]
   y0, y1 = y_knots[idx], y_knots[idx + 1]
   m0, m1 = dy_knots[idx] * h[:, None], dy_knots[idx + 1] * h[:, None]
   t2, t3 = t * t, t * t * t
@@ -216,37 +218,58 @@ def _integrate_batch_jit(ic, params, **static):
 def integrate_scipy(ic: InitialCondition, params: Params, T_range, *, n_save: int = 256,
                     n_extra: int = 256, rtol: float = 1e-10, atol: float = 1e-12,
                     method: str = "LSODA") -> Solution:
-  """The same regularised flow with ``scipy.integrate.solve_ivp`` (numpy RHS, constant g_*).
+  """The same regularised flow with ``scipy.integrate.solve_ivp`` (scalar Python RHS, g_* const).
 
   An independent reference for tests and the benchmark: same clock, same knots, same
-  resampling; one trajectory per call.
+  resampling (in numpy); one trajectory per call.
   """
   from scipy.integrate import solve_ivp
   static = _static_config(T_range, n_save, n_extra, 10.75, rtol, atol, 1, "tsit5")
   T0, T1 = static["T0"], static["T1"]
-  s_max = float(np.log(T1 / T0))
+  s_max = math.log(T1 / T0)
   sign_u, lam = float(ic.sign_u), float(params.gamma)
   sigma_max = float(sigma_max_for(lam, s_max))
   s_grid = np.linspace(0.0, s_max, n_save)
   knots = np.concatenate([s_grid, s_max + (sigma_max - s_max) * np.linspace(0, 1, n_extra + 1)[1:]])
-  gate_width = _GATE_WIDTH
-
-  def rhs(_, z):
-    x, log_abs_u, _, s = z
-    dx, dlog, _ = equations.log_chart_flow(x, log_abs_u, sign_u, lam, xp=np)
-    gate = min(max((s_max + gate_width - s) / gate_width, 0.0), 1.0)
-    rate = -gate / max(1.0, abs(x) / X_SCALE)
-    return [dx * rate, dlog * rate, equations.SQRT6 * x * rate, -rate]
-
+  rhs = functools.partial(_scalar_sigma_field, sign_u=sign_u, lam=lam, s_max=s_max)
   y0 = [float(ic.x0), float(ic.log_abs_u0), float(ic.phi0), 0.0]
   out = solve_ivp(rhs, (0.0, sigma_max), y0, method=method, rtol=rtol, atol=atol, t_eval=knots)
   ok = out.status == 0 and out.y.shape[1] == knots.size and out.y[3, -1] >= s_max
-  if out.y.shape[1] != knots.size:
-    out.y = np.full((4, knots.size), np.nan)
-  args = (sign_u, lam, float(np.log(T0)), thermal.make_g_star(10.75), s_max)
-  return jax.tree.map(np.asarray, _resample(jnp.asarray(out.y[:3].T), jnp.asarray(out.y[3]),
-                                            jnp.asarray(s_grid), args, sign_u, lam,
-                                            float(np.log(T0)), jnp.asarray(ok)))
+  ys = out.y if out.y.shape[1] == knots.size else np.full((4, knots.size), np.nan)
+  states, s_knots = ys[:3].T, ys[3]
+  dx, dlog, _ = equations.log_chart_flow(states[:, 0], states[:, 1], sign_u, lam, xp=np)
+  slopes = -np.stack([dx, dlog, equations.SQRT6 * states[:, 0]], axis=-1)   # dN/ds = -1
+  x, log_abs_u, phi = hermite_resample(s_knots, states, slopes, s_grid, xp=np).T
+  _, _, eps = equations.log_chart_flow(x, log_abs_u, sign_u, lam, xp=np)
+  ones = np.ones_like(x)
+  return Solution(ln_T=math.log(T0) + s_grid, x=x, log_abs_u=log_abs_u, sign_u=sign_u * ones,
+                  phi=phi, w=-1.0 - 2.0 / 3.0 * eps,
+                  omega_r=equations.omega_r(x, sign_u * np.exp(log_abs_u)), gamma=lam * ones,
+                  ok=np.asarray(ok))
+
+
+def _scalar_sigma_field(_, z, sign_u, lam, s_max):
+  """:func:`_sigma_field` for constant g_* in plain Python floats (scipy's per-call RHS)."""
+  x, log_abs_u, _, s = z
+  if log_abs_u <= 0.0:
+    u = sign_u * math.exp(log_abs_u)
+    d = 2.0 + 2.0 * _S6 * u * x + 3.0 * u * u
+    dx = (2.0 * x ** 3 - 2.0 * x - _S6 * u - 7.0 * _S6 * u * x * x + 6.0 * lam * u * x ** 3
+          - 3.0 * _S6 * lam * u * u * x * x) / d
+    dlog = -(8.0 + 4.0 * x * x + 6.0 * u * u - 2.0 * _S6 * lam * x
+             - 3.0 * _S6 * lam * u * u * x) / d
+  else:
+    r = sign_u * math.exp(-log_abs_u)
+    d = 3.0 + 2.0 * _S6 * x * r + 2.0 * r * r
+    dx = (-3.0 * _S6 * lam * x * x + r * (6.0 * lam * x ** 3 - 7.0 * _S6 * x * x - _S6)
+          + r * r * (2.0 * x ** 3 - 2.0 * x)) / d
+    dlog = -(6.0 - 3.0 * _S6 * lam * x + r * r * (8.0 + 4.0 * x * x - 2.0 * _S6 * lam * x)) / d
+  gate = min(max((s_max + _GATE_WIDTH - s) / _GATE_WIDTH, 0.0), 1.0)
+  rate = -gate / max(1.0, abs(x) / X_SCALE)          # dN/dσ with dN/ds = -1
+  return [dx * rate, dlog * rate, _S6 * x * rate, -rate]
+
+
+_S6 = math.sqrt(6.0)
 
 
 # ---- path classification ------------------------------------------------------------
