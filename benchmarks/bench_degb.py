@@ -65,7 +65,10 @@ def run(quick: bool, out_dir: Path) -> Report:
 
   ok = sol.ok & np.array([bool(r.ok) for r in refs])
   w_ref = np.stack([r.w for r in refs])
-  dw = np.abs(sol.w - w_ref)[ok]
+  dw_all = np.abs(sol.w - w_ref)[ok]
+  # Inside a jump w itself reaches ~1e17 for one grid point; compare where both |w| <= 3.
+  inside = (np.abs(sol.w) <= 3) & (np.abs(w_ref) <= 3)
+  dw = np.abs(sol.w - w_ref)[ok[:, None] & inside]
   final_x = np.abs(sol.x[:, -1] - np.array([r.x[-1] for r in refs]))[ok]
   final_logu = np.abs(sol.log_abs_u[:, -1] - np.array([r.log_abs_u[-1] for r in refs]))[ok]
   paths = np.array([classify_path(unstack(sol, i))["path"] == classify_path(refs[i])["path"]
@@ -81,8 +84,11 @@ def run(quick: bool, out_dir: Path) -> Report:
       data="none (sampled initial conditions, seed 0)",
       metrics={"speedup_scipy_over_diffrax": t_scipy / t_diffrax.median,
                "target_speedup": 20.0,
-               "max_abs_dev_w": float(dw.max()), "p99_abs_dev_w": float(np.percentile(dw, 99)),
+               "max_abs_dev_w_where_abs_w_le_3": float(dw.max()),
+               "p99_abs_dev_w_where_abs_w_le_3": float(np.percentile(dw, 99)),
                "median_abs_dev_w": float(np.median(dw)),
+               "fraction_of_w_samples_with_abs_w_gt_3": float(1 - inside[ok].mean()),
+               "max_abs_dev_w_all_samples": float(dw_all.max()),
                "max_abs_dev_final_x": float(final_x.max()),
                "max_abs_dev_final_log_abs_u": float(final_logu.max()),
                "path_agreement": float(paths.mean()),
@@ -94,7 +100,8 @@ def run(quick: bool, out_dir: Path) -> Report:
       notes=["both solvers integrate the same trajectories with the same tolerances in one process",
              "timings on a shared 2-core CPU (other jobs running); the ratio is measured side by side",
              "w deviations concentrate at jumps between attractors, where |x| passes 1e12 within "
-             "d lnT ~ 1e-12 and a tiny timing difference moves the jump by a grid point"])
+             "d lnT ~ 1e-12 and w reaches ~1e17 on the grid point inside the jump; "
+             "max_abs_dev_w_all_samples includes those points"])
   return report
 
 
