@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cosmo.degb import equations, thermal
-from cosmo.degb.fixed_points import scaling_w
+from cosmo.degb.fixed_points import scaling_w, scaling_x
 
 
 class InitialCondition(NamedTuple):
@@ -297,12 +297,15 @@ _S6 = math.sqrt(6.0)
 ATTRACTOR_NAMES = ("w=-1/3", "kination", "scaling")
 
 
-def _nearest_fixed_w(w, gamma, tol):
-  """Name of the fixed point whose ``w`` is within ``tol`` of ``w`` (or None)."""
+def _nearest_fixed_w(w, gamma, sign_u, tol):
+  """Name of the fixed point whose ``w`` is within ``tol`` of ``w`` (or None).
+
+  The scaling solution counts only on its own side of ``u = 0`` (``u`` keeps its sign).
+  """
   candidates = {"w=-1/3": -1.0 / 3.0, "radiation": 1.0 / 3.0, "kination": 1.0}
-  w_s = scaling_w(gamma)
-  if np.isfinite(w_s):
-    candidates["scaling"] = w_s
+  x_s = scaling_x(gamma)
+  if np.isfinite(x_s) and np.sign(x_s ** 2 - 1) * np.sign(x_s) == sign_u:
+    candidates["scaling"] = scaling_w(gamma)
   name, value = min(candidates.items(), key=lambda kv: abs(kv[1] - w))
   return name if abs(value - w) < tol else None
 
@@ -320,17 +323,18 @@ def classify_path(solution: Solution, *, tol: float = 0.02, min_plateau_efolds: 
   ln_T = np.asarray(solution.ln_T, dtype=float)
   w = np.asarray(solution.w, dtype=float)
   gamma = float(np.asarray(solution.gamma).reshape(-1)[0])
+  sign_u = float(np.asarray(solution.sign_u).reshape(-1)[0])
   if not bool(np.asarray(solution.ok).all()) or not np.all(np.isfinite(w)):
     return {"final": "failed", "plateaus": [], "path": "failed", "w_final": float("nan")}
   runs = _plateaus(ln_T, w, tol, min_plateau_efolds)
   final = "unsettled"
   if runs and runs[-1][1] == len(w) - 1:
-    final = _nearest_fixed_w(runs[-1][2], gamma, 2 * tol) or "unsettled"
+    final = _nearest_fixed_w(runs[-1][2], gamma, sign_u, 2 * tol) or "unsettled"
     runs = runs[:-1]
   names = []
   for start, _, value in runs:
     # a meta-stable era shadows a critical point; slow drifts elsewhere are not plateaus
-    name = _nearest_fixed_w(value, gamma, 2 * tol)
+    name = _nearest_fixed_w(value, gamma, sign_u, 2 * tol)
     if name is None or (start == 0 and name == "radiation"):
       continue
     if not names or names[-1] != name:
