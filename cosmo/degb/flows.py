@@ -297,6 +297,19 @@ _S6 = math.sqrt(6.0)
 ATTRACTOR_NAMES = ("w=-1/3", "kination", "scaling")
 
 
+def high_temperature_attractors(gamma, sign_u) -> set[str]:
+  """The attractors towards high T on the side ``sign(u) = sign_u`` (see fixed_points)."""
+  side = sign_u * np.sign(gamma)
+  out = set()
+  if side < 0:
+    out.add("w=-1/3")
+  if gamma ** 2 > 6:
+    out.add("kination")
+  elif side > 0 and gamma != 0:
+    out.add("scaling")
+  return out
+
+
 def _nearest_fixed_w(w, gamma, sign_u, tol):
   """Name of the fixed point whose ``w`` is within ``tol`` of ``w`` (or None).
 
@@ -330,6 +343,8 @@ def classify_path(solution: Solution, *, tol: float = 0.02, min_plateau_efolds: 
   final = "unsettled"
   if runs and runs[-1][1] == len(w) - 1:
     final = _nearest_fixed_w(runs[-1][2], gamma, sign_u, 2 * tol) or "unsettled"
+    if final not in high_temperature_attractors(gamma, sign_u):
+      final = "unsettled"     # e.g. still creeping along a saddle at T_max
     runs = runs[:-1]
   names = []
   for start, _, value in runs:

@@ -85,7 +85,7 @@ def test_initial_condition_from_physical_units():
     integrate(ic, Params(jnp.asarray(1.5)), T_RANGE, g_star=-1.0)
 
 
-def _hand_built(w_values, lengths, gamma=1.0):
+def _hand_built(w_values, lengths, gamma=1.0, sign=1.0):
   """A piecewise-constant w(ln T) with smooth 0.3-e-fold steps (for the classifier)."""
   ln_T = np.linspace(0, sum(lengths), 400)
   w = np.full_like(ln_T, w_values[0])
@@ -94,24 +94,28 @@ def _hand_built(w_values, lengths, gamma=1.0):
     edge += length
     w += (nxt - prev) * 0.5 * (1 + np.tanh((ln_T - edge) / 0.1))
   ones = np.ones_like(ln_T)
-  return Solution(ln_T=ln_T, x=0 * ones, log_abs_u=0 * ones, sign_u=ones, phi=0 * ones, w=w,
+  return Solution(ln_T=ln_T, x=0 * ones, log_abs_u=0 * ones, sign_u=sign * ones, phi=0 * ones, w=w,
                   omega_r=ones, gamma=gamma * ones, ok=np.array(True))
 
 
 def test_classifier_on_hand_built_curves():
   from cosmo.degb import scaling_w
   w_s = scaling_w(1.0)
-  assert classify_path(_hand_built([1 / 3, -1 / 3], [5, 20]))["path"] == "RD -> w=-1/3"
-  assert classify_path(_hand_built([1 / 3, 1.0], [5, 20]))["path"] == "RD -> kination"
+  assert classify_path(_hand_built([1 / 3, -1 / 3], [5, 20], sign=-1.0))["path"] == "RD -> w=-1/3"
+  assert classify_path(_hand_built([1 / 3, 1.0], [5, 20], gamma=3.0))["path"] == "RD -> kination"
   assert classify_path(_hand_built([1 / 3, w_s], [5, 20]))["path"] == "RD -> scaling"
   out = classify_path(_hand_built([1 / 3, 1.0, w_s], [5, 6, 10]))
   assert out["path"] == "RD -> kination -> scaling" and out["plateaus"] == ["kination"]
-  assert classify_path(_hand_built([1 / 3, -1 / 3, 1.0], [5, 6, 10]))["path"] == \
+  assert classify_path(_hand_built([1 / 3, -1 / 3, 1.0], [5, 6, 10], gamma=3.0))["path"] == \
       "RD -> w=-1/3 -> kination"
   # too short a plateau is not meta-stable; an unknown final w is "unsettled"
-  assert classify_path(_hand_built([1 / 3, 1.0, -1 / 3], [5, 0.5, 10]))["path"] == "RD -> w=-1/3"
+  assert classify_path(_hand_built([1 / 3, 1.0, -1 / 3], [5, 0.5, 10], sign=-1.0))["path"] == \
+      "RD -> w=-1/3"
   assert classify_path(_hand_built([1 / 3, 0.7], [5, 20]))["final"] == "unsettled"
   # a plateau away from every critical point's w is not a meta-stable era
-  assert classify_path(_hand_built([1 / 3, 0.6, 1.0], [5, 6, 10]))["path"] == "RD -> kination"
-  failed = _hand_built([1 / 3, 1.0], [5, 20])._replace(ok=np.array(False))
+  assert classify_path(_hand_built([1 / 3, 0.6, 1.0], [5, 6, 10], gamma=3.0))["path"] == \
+      "RD -> kination"
+  # ending at a w that is not a high-T attractor on this side (kination for γ² < 6) is unsettled
+  assert classify_path(_hand_built([1 / 3, 1.0], [5, 20], gamma=1.0))["final"] == "unsettled"
+  failed = _hand_built([1 / 3, 1.0], [5, 20], gamma=3.0)._replace(ok=np.array(False))
   assert classify_path(failed)["final"] == "failed"
