@@ -1,0 +1,382 @@
+"""Flows of the dEGB autonomous system from radiation domination towards high temperature.
+
+arXiv:2405.15998, Secs. 3-4: starting from standard radiation domination at a low
+temperature ``T0`` the system is evolved towards high ``T`` (backwards in e-folds) with an
+adaptive ``diffrax`` solver in float64. The independent variable is ``s = ln(T/T0)``;
+entropy conservation with ``g_*s(T)`` gives ``dN/ds = -(1 + (1/3) d ln g_* / d ln T)``.
+Radiation enters the dynamics as a ``w = 1/3`` fluid (``ρ_r ∝ a⁻⁴``), so a varying
+``g_*`` only changes the map between e-folds and temperature (an approximation that ignores
+the small ``w_r < 1/3`` dips at mass thresholds).
+
+The state is ``(x, ln|u|, φ)`` with ``sign(u) = sign(α γ)`` fixed: ``u = 8 f'(φ) H²`` never
+changes sign, and the log chart keeps both ``u → 0`` and ``|u| → ∞`` (the ``w = -1/3``
+attractor at infinity) finite. Everything is ``jit``/``vmap``-able; :func:`integrate_batch`
+runs many initial conditions and couplings in one compiled call.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cosmo.degb import equations, thermal
+from cosmo.degb.fixed_points import scaling_w, scaling_x
+
+
+class InitialCondition(NamedTuple):
+  """State at ``T0``: ``x0 = φ̇/(√6H)``, ``u0 = 8 f'(φ0) H0²`` (as ``ln|u0|`` and sign), ``φ0``."""
+  x0: jax.Array
+  log_abs_u0: jax.Array
+  sign_u: jax.Array
+  phi0: jax.Array
+
+
+class Params(NamedTuple):
+  """Exponential coupling ``f = α e^{γφ}``: only ``λ = γ`` enters the flow."""
+  gamma: jax.Array
+
+
+class Solution(NamedTuple):
+  """A trajectory sampled on ``ln_T`` (GeV); arrays have a trailing sample axis."""
+  ln_T: jax.Array
+  x: jax.Array
+  log_abs_u: jax.Array
+  sign_u: jax.Array
+  phi: jax.Array
+  w: jax.Array
+  omega_r: jax.Array
+  gamma: jax.Array
+  ok: jax.Array          # the solver reached T_max
+
+
+def initial_condition(alpha_gev2, gamma, T0_gev, x0=0.0, phi0=0.0, g_star=10.75
+                      ) -> InitialCondition:
+  """Physical boundary condition: radiation domination at ``T0`` with ``H0 = H_std(T0)``.
+
+  ``alpha_gev2`` is ``α`` in GeV⁻² (see :func:`cosmo.degb.thermal.km2_to_gev_inv2`); ``u0 =
+  8 α γ e^{γφ0} H0²``. Requires ``|u0| ≪ 1`` and ``|x0| ≪ 1`` for the RD start to hold.
+  """
+  g_fn = thermal.make_g_star(g_star)
+  T0 = jnp.asarray(T0_gev, dtype=float)
+  H0 = thermal.hubble_standard(T0, g_fn(T0))
+  u0 = 8.0 * jnp.asarray(alpha_gev2) * jnp.asarray(gamma) * jnp.exp(gamma * jnp.asarray(phi0)) * H0 ** 2
+  x0, u0, phi0 = jnp.broadcast_arrays(jnp.asarray(x0, dtype=float), u0,
+                                      jnp.asarray(phi0, dtype=float))
+  return InitialCondition(x0, jnp.log(jnp.abs(u0)), jnp.sign(u0), phi0)
+
+
+X_SCALE = 100.0  # |x| beyond which the clock slows down (see _sigma_field)
+_GATE_WIDTH = 1e-2
+
+
+def _sigma_field(sigma, state, args):
+  """Right-hand side in the regularised clock ``σ``: ``ds/dσ = 1/max(1, |x|/X_SCALE)``.
+
+  Jumps between attractors (e.g. from ``w = -1/3`` to the scaling solution) pass through
+  ``|x| ~ |u|^{1/2}`` (up to 10¹³) within ``Δ ln T ~ 10⁻¹³``, below the float64 resolution of
+  ``ln T``; in ``σ`` the passage takes ``O(1)`` and adaptive steps stay resolvable. While
+  ``|x| ≤ X_SCALE`` the clock is ``s`` itself, so saved values are the solver's own.
+  """
+  del sigma
+  x, log_abs_u, phi, s = state
+  sign_u, lam, ln_T0, g_fn, s_max = args
+  dx, dlog, _ = equations.log_chart_flow(x, log_abs_u, sign_u, lam)
+  dN_ds = -(1.0 + thermal.dlng_dlnT(g_fn, jnp.exp(ln_T0 + s)) / 3.0)
+  # The clock stops (continuously) just past s_max, so a fixed σ range suffices for every
+  # trajectory; the path in (s, state) space is unchanged, only its parametrisation.
+  gate = jnp.clip((s_max + _GATE_WIDTH - s) / _GATE_WIDTH, 0.0, 1.0)
+  ds_dsigma = gate / jnp.maximum(1.0, jnp.abs(x) / X_SCALE)
+  rate = dN_ds * ds_dsigma
+  return (dx * rate, dlog * rate, equations.SQRT6 * x * rate, ds_dsigma)
+
+
+def _state_derivative_in_s(state, args):
+  x, log_abs_u, phi, s = state
+  sign_u, lam, ln_T0, g_fn, _ = args
+  dx, dlog, _ = equations.log_chart_flow(x, log_abs_u, sign_u, lam)
+  dN_ds = -(1.0 + thermal.dlng_dlnT(g_fn, jnp.exp(ln_T0 + s)) / 3.0)
+  return jnp.stack([dx * dN_ds, dlog * dN_ds, equations.SQRT6 * x * dN_ds])
+
+
+def sigma_max_for(gamma, s_max):
+  """A clock range that always reaches ``s_max``.
+
+  Scaling solutions have ``|x| ≤ 1 + 10/(√6 |γ|)``; a jump through ``|x|`` up to ``x_peak``
+  costs ``≈ ln(x_peak/X_SCALE)/(√6 |γ|)`` extra clock (``x_peak ≤ 10¹⁸``).
+  """
+  abs_gamma = jnp.maximum(jnp.abs(gamma), 0.02)
+  x_s = 1.0 + 10.0 / (6.0 ** 0.5 * abs_gamma)
+  return s_max * jnp.maximum(1.0, x_s / X_SCALE) + 40.0 / (6.0 ** 0.5 * abs_gamma) + 10.0
+
+
+def clock_knots(s_max, sigma_max, n_save, n_extra, xp=jnp):
+  """Output grid in ``s`` and the clock values where the state is recorded.
+
+  The first ``n_save`` knots are the output grid itself (exact while the clock equals
+  ``s``); ``n_extra`` more, quadratically spaced from ``s_max`` to ``sigma_max``, cover the
+  clock a jump or a large-``|x|`` era adds (dense where that offset is small).
+  """
+  s_grid = xp.linspace(0.0, s_max, n_save)
+  extra = s_max + (sigma_max - s_max) * xp.linspace(0.0, 1.0, n_extra + 1)[1:] ** 2
+  return s_grid, xp.concatenate([s_grid, extra])
+
+
+def hermite_resample(s_knots, y_knots, dy_knots, s_grid, xp=jnp):
+  """Cubic Hermite interpolation of samples ``y(s)`` (with slopes) onto ``s_grid``.
+
+  ``s_knots`` is non-decreasing; repeated knots (after the clock stops) are skipped.
+  ``xp``: ``jax.numpy`` or ``numpy``.
+  """
+  idx = xp.clip(xp.searchsorted(s_knots, s_grid, side="right") - 1, 0, s_knots.shape[0] - 2)
+  s0, s1 = s_knots[idx], s_knots[idx + 1]
+  h = xp.where(s1 > s0, s1 - s0, 1.0)
+  t = xp.clip((s_grid - s0) / h, 0.0, 1.0)[:, None]
+  y0, y1 = y_knots[idx], y_knots[idx + 1]
+  m0, m1 = dy_knots[idx] * h[:, None], dy_knots[idx + 1] * h[:, None]
+  t2, t3 = t * t, t * t * t
+  return ((2 * t3 - 3 * t2 + 1) * y0 + (t3 - 2 * t2 + t) * m0 + (-2 * t3 + 3 * t2) * y1
+          + (t3 - t2) * m1)
+
+
+def integrate(ic: InitialCondition, params: Params, T_range, *, n_save: int = 256,
+              n_extra: int = 128, g_star=10.75, rtol: float = 1e-10, atol: float = 1e-12,
+              max_steps: int = 100_000, solver: str = "tsit5") -> Solution:
+  """Integrates one trajectory from ``T_range[0]`` (RD) to ``T_range[1]`` (GeV), high-T-ward.
+
+  The ODE is solved in the regularised clock of :func:`_sigma_field` with ``ln T`` as a state,
+  stopped just past ``T_max``, saved on the ``n_save`` output points plus ``n_extra`` clock
+  values and resampled onto ``n_save`` points uniform in ``ln T`` by cubic Hermite
+  interpolation (slopes from the vector field; exact where the clock was not slowed).
+  ``solver``: ``"tsit5"`` (explicit, 5th order) or ``"kvaerno5"`` (stiff, implicit).
+  Compiled once per static configuration; see :func:`integrate_batch` for many at once.
+  """
+  static = _static_config(T_range, n_save, n_extra, g_star, rtol, atol, max_steps, solver)
+  return _integrate_jit(ic, params, **static)
+
+
+def integrate_batch(ic: InitialCondition, params: Params, T_range, **kwargs) -> Solution:
+  """``jit(vmap(integrate))`` over the leading axis of ``ic`` and ``params``."""
+  defaults = dict(n_save=256, n_extra=128, g_star=10.75, rtol=1e-10, atol=1e-12,
+                  max_steps=100_000, solver="tsit5")
+  defaults.update(kwargs)
+  static = _static_config(T_range, **defaults)
+  return _integrate_batch_jit(ic, params, **static)
+
+
+def _static_config(T_range, n_save, n_extra, g_star, rtol, atol, max_steps, solver):
+  T0, T1 = (float(t) for t in T_range)
+  if not (T1 > T0 > 0):
+    raise ValueError(f"T_range must satisfy 0 < T0 < T_max, got {T_range}")
+  if solver not in _SOLVERS:
+    raise ValueError(f"solver must be one of {sorted(_SOLVERS)}, got {solver!r}")
+  thermal.make_g_star(g_star)  # validates
+  return dict(T0=T0, T1=T1, n_save=int(n_save), n_extra=int(n_extra),
+              g_star=g_star if isinstance(g_star, str) else float(g_star), rtol=float(rtol),
+              atol=float(atol), max_steps=int(max_steps), solver=solver)
+
+
+_SOLVERS = {"tsit5": diffrax.Tsit5, "kvaerno5": diffrax.Kvaerno5}
+_STATIC = ("T0", "T1", "n_save", "n_extra", "g_star", "rtol", "atol", "max_steps", "solver")
+
+
+def _integrate_core(ic, params, *, T0, T1, n_save, n_extra, g_star, rtol, atol, max_steps,
+                    solver):
+  g_fn = thermal.make_g_star(g_star)
+  s_max = float(np.log(T1 / T0))
+  lam = jnp.asarray(params.gamma, dtype=float)
+  sigma_max = sigma_max_for(lam, s_max)
+  s_grid, knots = clock_knots(s_max, sigma_max, n_save, n_extra)
+  args = (jnp.asarray(ic.sign_u, dtype=float), lam, float(np.log(T0)), g_fn, s_max)
+  y0 = (jnp.asarray(ic.x0, dtype=float), jnp.asarray(ic.log_abs_u0, dtype=float),
+        jnp.asarray(ic.phi0, dtype=float), jnp.zeros(()))
+  term, stepper = diffrax.ODETerm(_sigma_field), _SOLVERS[solver]()
+  controller = diffrax.PIDController(rtol=rtol, atol=atol)
+
+  # One solve per knot interval, chained by a scan: under vmap a single solve with
+  # SaveAt(ts=knots) rewrites its whole (batch x knots) save buffer every step, which made
+  # the cost grow with batch x knots x steps; the chained solves only carry the state.
+  def segment(carry, bounds):
+    y, ok = carry
+    sol = diffrax.diffeqsolve(term, stepper, t0=bounds[0], t1=bounds[1], dt0=None, y0=y,
+                              args=args, saveat=diffrax.SaveAt(t1=True),
+                              stepsize_controller=controller, max_steps=max_steps, throw=False)
+    y_next = tuple(leaf[-1] for leaf in sol.ys)
+    return (y_next, ok & (sol.result == diffrax.RESULTS.successful)), y_next
+
+  (_, solved), ys = jax.lax.scan(segment, (y0, jnp.asarray(True)),
+                                 jnp.stack([knots[:-1], knots[1:]], axis=-1))
+  ys = [jnp.concatenate([first[None], rest]) for first, rest in zip(y0, ys)]
+  states = jnp.stack(ys[:3], axis=-1)
+  s_knots = ys[3]
+  ok = solved & (s_knots[-1] >= s_max)
+  return _resample(states, s_knots, s_grid, args, ic.sign_u, lam, float(np.log(T0)), ok)
+
+
+def _resample(states, s_knots, s_grid, args, sign_u, lam, ln_T0, ok):
+  slopes = jax.vmap(lambda st, s: _state_derivative_in_s((*st, s), args))(states, s_knots)
+  x, log_abs_u, phi = hermite_resample(s_knots, states, slopes, s_grid).T
+  _, _, eps = equations.log_chart_flow(x, log_abs_u, sign_u, lam)
+  u = sign_u * jnp.exp(log_abs_u)
+  return Solution(ln_T=ln_T0 + s_grid, x=x, log_abs_u=log_abs_u,
+                  sign_u=jnp.broadcast_to(sign_u, x.shape), phi=phi, w=-1.0 - 2.0 / 3.0 * eps,
+                  omega_r=equations.omega_r(x, u), gamma=jnp.broadcast_to(lam, x.shape), ok=ok)
+
+
+_integrate_jit = jax.jit(_integrate_core, static_argnames=_STATIC)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _integrate_batch_jit(ic, params, **static):
+  return jax.vmap(lambda i, p: _integrate_core(i, p, **static))(ic, params)
+
+
+def integrate_scipy(ic: InitialCondition, params: Params, T_range, *, n_save: int = 256,
+                    n_extra: int = 128, rtol: float = 1e-10, atol: float = 1e-12,
+                    method: str = "LSODA") -> Solution:
+  """The same regularised flow with ``scipy.integrate.solve_ivp`` (scalar Python RHS, g_* const).
+
+  An independent reference for tests and the benchmark: same clock, same knots, same
+  resampling (in numpy); one trajectory per call.
+  """
+  from scipy.integrate import solve_ivp
+  static = _static_config(T_range, n_save, n_extra, 10.75, rtol, atol, 1, "tsit5")
+  T0, T1 = static["T0"], static["T1"]
+  s_max = math.log(T1 / T0)
+  sign_u, lam = float(ic.sign_u), float(params.gamma)
+  sigma_max = float(sigma_max_for(lam, s_max))
+  s_grid, knots = clock_knots(s_max, sigma_max, n_save, n_extra, xp=np)
+  rhs = functools.partial(_scalar_sigma_field, sign_u=sign_u, lam=lam, s_max=s_max)
+  y0 = [float(ic.x0), float(ic.log_abs_u0), float(ic.phi0), 0.0]
+  out = solve_ivp(rhs, (0.0, sigma_max), y0, method=method, rtol=rtol, atol=atol, t_eval=knots)
+  ok = out.status == 0 and out.y.shape[1] == knots.size and out.y[3, -1] >= s_max
+  ys = out.y if out.y.shape[1] == knots.size else np.full((4, knots.size), np.nan)
+  states, s_knots = ys[:3].T, ys[3]
+  dx, dlog, _ = equations.log_chart_flow(states[:, 0], states[:, 1], sign_u, lam, xp=np)
+  slopes = -np.stack([dx, dlog, equations.SQRT6 * states[:, 0]], axis=-1)   # dN/ds = -1
+  x, log_abs_u, phi = hermite_resample(s_knots, states, slopes, s_grid, xp=np).T
+  _, _, eps = equations.log_chart_flow(x, log_abs_u, sign_u, lam, xp=np)
+  ones = np.ones_like(x)
+  return Solution(ln_T=math.log(T0) + s_grid, x=x, log_abs_u=log_abs_u, sign_u=sign_u * ones,
+                  phi=phi, w=-1.0 - 2.0 / 3.0 * eps,
+                  omega_r=equations.omega_r(x, sign_u * np.exp(log_abs_u)), gamma=lam * ones,
+                  ok=np.asarray(ok))
+
+
+def _scalar_sigma_field(_, z, sign_u, lam, s_max):
+  """:func:`_sigma_field` for constant g_* in plain Python floats (scipy's per-call RHS)."""
+  x, log_abs_u, _, s = z
+  if log_abs_u <= 0.0:
+    u = sign_u * math.exp(log_abs_u)
+    d = 2.0 + 2.0 * _S6 * u * x + 3.0 * u * u
+    dx = (2.0 * x ** 3 - 2.0 * x - _S6 * u - 7.0 * _S6 * u * x * x + 6.0 * lam * u * x ** 3
+          - 3.0 * _S6 * lam * u * u * x * x) / d
+    dlog = -(8.0 + 4.0 * x * x + 6.0 * u * u - 2.0 * _S6 * lam * x
+             - 3.0 * _S6 * lam * u * u * x) / d
+  else:
+    r = sign_u * math.exp(-log_abs_u)
+    d = 3.0 + 2.0 * _S6 * x * r + 2.0 * r * r
+    dx = (-3.0 * _S6 * lam * x * x + r * (6.0 * lam * x ** 3 - 7.0 * _S6 * x * x - _S6)
+          + r * r * (2.0 * x ** 3 - 2.0 * x)) / d
+    dlog = -(6.0 - 3.0 * _S6 * lam * x + r * r * (8.0 + 4.0 * x * x - 2.0 * _S6 * lam * x)) / d
+  gate = min(max((s_max + _GATE_WIDTH - s) / _GATE_WIDTH, 0.0), 1.0)
+  rate = -gate / max(1.0, abs(x) / X_SCALE)          # dN/dσ with dN/ds = -1
+  return [dx * rate, dlog * rate, _S6 * x * rate, -rate]
+
+
+_S6 = math.sqrt(6.0)
+
+
+# ---- path classification ------------------------------------------------------------
+
+ATTRACTOR_NAMES = ("w=-1/3", "kination", "scaling")
+
+
+def high_temperature_attractors(gamma, sign_u) -> set[str]:
+  """The attractors towards high T on the side ``sign(u) = sign_u`` (see fixed_points)."""
+  side = sign_u * np.sign(gamma)
+  out = set()
+  if side < 0:
+    out.add("w=-1/3")
+  if gamma ** 2 > 6:
+    out.add("kination")
+  elif side > 0 and gamma != 0:
+    out.add("scaling")
+  return out
+
+
+def _nearest_fixed_w(w, gamma, sign_u, tol):
+  """Name of the fixed point whose ``w`` is within ``tol`` of ``w`` (or None).
+
+  The scaling solution counts only on its own side of ``u = 0`` (``u`` keeps its sign).
+  """
+  candidates = {"w=-1/3": -1.0 / 3.0, "radiation": 1.0 / 3.0, "kination": 1.0}
+  x_s = scaling_x(gamma)
+  if np.isfinite(x_s) and np.sign(x_s ** 2 - 1) * np.sign(x_s) == sign_u:
+    candidates["scaling"] = scaling_w(gamma)
+  name, value = min(candidates.items(), key=lambda kv: abs(kv[1] - w))
+  return name if abs(value - w) < tol else None
+
+
+def classify_path(solution: Solution, *, tol: float = 0.02, min_plateau_efolds: float = 1.5
+                  ) -> dict:
+  """Final attractor and meta-stable plateaus of one trajectory (numpy, on the host).
+
+  A plateau is a run of at least ``min_plateau_efolds`` in ``ln T`` where ``w`` stays within
+  ``tol`` of one value; the last run that reaches ``T_max`` is the attractor (named by the
+  fixed point with that ``w``, or ``"unsettled"``). Earlier plateaus at the ``w`` of a critical
+  point, other than the initial radiation era, are meta-stable. Returns ``{"final", "plateaus", "path", "w_final"}`` where
+  ``path`` is e.g. ``"RD -> kination -> w=-1/3"``.
+  """
+  ln_T = np.asarray(solution.ln_T, dtype=float)
+  w = np.asarray(solution.w, dtype=float)
+  gamma = float(np.asarray(solution.gamma).reshape(-1)[0])
+  sign_u = float(np.asarray(solution.sign_u).reshape(-1)[0])
+  if not bool(np.asarray(solution.ok).all()) or not np.all(np.isfinite(w)):
+    return {"final": "failed", "plateaus": [], "path": "failed", "w_final": float("nan")}
+  runs = _plateaus(ln_T, w, tol, min_plateau_efolds)
+  final = "unsettled"
+  if runs and runs[-1][1] == len(w) - 1:
+    final = _nearest_fixed_w(runs[-1][2], gamma, sign_u, 2 * tol) or "unsettled"
+    if final not in high_temperature_attractors(gamma, sign_u):
+      final = "unsettled"     # e.g. still creeping along a saddle at T_max
+    runs = runs[:-1]
+  names = []
+  for start, _, value in runs:
+    # a meta-stable era shadows a critical point; slow drifts elsewhere are not plateaus
+    name = _nearest_fixed_w(value, gamma, sign_u, 2 * tol)
+    if name is None or (start == 0 and name == "radiation"):
+      continue
+    if not names or names[-1] != name:
+      names.append(name)
+  if names and names[-1] == final:
+    names = names[:-1]
+  return {"final": final, "plateaus": names, "path": " -> ".join(["RD", *names, final]),
+          "w_final": float(w[-1])}
+
+
+def _plateaus(ln_T, w, tol, min_len):
+  """Maximal runs ``(start, end, median w)`` with ``max - min ≤ 2 tol`` and length ≥ min_len."""
+  runs, start = [], 0
+  n = len(w)
+  while start < n:
+    end, lo, hi = start, w[start], w[start]
+    while end + 1 < n and max(hi, w[end + 1]) - min(lo, w[end + 1]) <= 2 * tol:
+      end += 1
+      lo, hi = min(lo, w[end]), max(hi, w[end])
+    if ln_T[end] - ln_T[start] >= min_len:
+      runs.append((start, end, float(np.median(w[start:end + 1]))))
+      start = end + 1
+    else:
+      start += 1
+  return runs
+
+
+def unstack(solution: Solution, i: int) -> Solution:
+  """The ``i``-th trajectory of a batched :class:`Solution`."""
+  return Solution(*[np.asarray(leaf)[i] for leaf in solution])
