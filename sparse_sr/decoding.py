@@ -34,6 +34,34 @@ def greedy_ctc(logits: np.ndarray, valid: np.ndarray) -> list[list[int]]:
   return out
 
 
+def greedy_attention(model, memory: jax.Array, valid: jax.Array, max_len: int) -> jax.Array:
+  """Batched greedy decoding with the attention decoder (jittable): ``(batch, max_len)``
+  token ids, zero after each utterance's <eos>. Prefixes have a fixed width, so one
+  compiled decoder call serves every position."""
+  batch = memory.shape[0]
+  tokens = jnp.zeros((batch, max_len + 1), jnp.int32).at[:, 0].set(SOS_EOS)
+
+  def body(i, carry):
+    tokens, done = carry
+    logits = model.decode(tokens, memory, valid)[:, i]
+    logits = logits.at[:, BLANK].set(-jnp.inf)
+    nxt = jnp.where(done, BLANK, jnp.argmax(logits, axis=-1)).astype(jnp.int32)
+    tokens = tokens.at[:, i + 1].set(nxt)
+    return tokens, done | (nxt == SOS_EOS)
+  tokens, _ = jax.lax.fori_loop(0, max_len, body, (tokens, jnp.zeros(batch, bool)))
+  return tokens[:, 1:]
+
+
+def strip_eos(ids) -> list[int]:
+  """Tokens up to the first <eos>."""
+  out = []
+  for t in ids:
+    if t == SOS_EOS:
+      break
+    out.append(int(t))
+  return out
+
+
 class CTCPrefixScorer:
   """CTC prefix log-probabilities of one utterance, ``log_probs (T, V)`` (log-softmax)."""
 

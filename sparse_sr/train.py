@@ -11,6 +11,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -27,7 +28,8 @@ from jaxrepro.mesh import make_mesh, replicated, shard_batch
 from jaxrepro.metrics import MetricsLogger
 from jaxrepro.progress import progress
 from sparse_sr.data.loader import BatchIterator, Dataset, Padding, Sampler, eval_batches
-from sparse_sr.decoding import _decoder_fn, beam_search, error_rates, greedy_ctc
+from sparse_sr.decoding import (_decoder_fn, beam_search, error_rates, greedy_attention,
+                                greedy_ctc, strip_eos)
 from sparse_sr.losses import hybrid_loss
 from sparse_sr.model import ModelConfig, SpeechRecognizer
 
@@ -50,6 +52,7 @@ class TrainConfig:
   seed: int = 0
 
 
+@functools.lru_cache(maxsize=8)
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
   """AdamW with linear warm-up and cosine decay, after global-norm clipping."""
   schedule = optax.warmup_cosine_decay_schedule(
@@ -59,8 +62,11 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
                      optax.adamw(schedule, b1=0.9, b2=0.98, weight_decay=config.weight_decay))
 
 
+@functools.lru_cache(maxsize=8)
 def make_train_step(graphdef, optimizer, config: TrainConfig):
-  """``step(params, other, opt_state, key, batch) -> (params, other, opt_state, metrics)``;
+  """Cached, so runs with the same model and configuration share compilations.
+
+  ``step(params, other, opt_state, key, batch) -> (params, other, opt_state, metrics)``;
   ``metrics["losses"]`` is per utterance."""
 
   def loss_fn(params, other, key, batch):
@@ -79,7 +85,7 @@ def make_train_step(graphdef, optimizer, config: TrainConfig):
     updates, opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     metrics = {"loss": loss, "ctc": jnp.mean(aux["ctc"]), "att": jnp.mean(aux["att"]),
-               "accuracy": aux["accuracy"], "grad_norm": optax.global_norm(grads),
+               "accuracy": aux["accuracy"], "grad_norm": optax.tree.norm(grads),
                "losses": aux["losses"]}
     return params, other, opt_state, metrics
   return step
@@ -92,25 +98,22 @@ def init_model(config: ModelConfig, seed: int) -> SpeechRecognizer:
 def evaluate(model: SpeechRecognizer, dataset: Dataset, *, batch_size: int = 32,
              beam: int = 0, ctc_weight: float = 0.3, mesh: Mesh | None = None,
              max_utterances: int | None = None) -> dict[str, Any]:
-  """WER/CER of greedy CTC (and of joint beam search when ``beam > 0``) on ``dataset``."""
+  """WER/CER of greedy CTC, greedy attention decoding, and joint CTC/attention beam search
+  when ``beam > 0``, on ``dataset``."""
   tokenizer = dataset.tokenizer
   graphdef, state = nnx.split(model)
-
-  @jax.jit
-  def encode(state, batch):
-    m = nnx.merge(graphdef, state)
-    memory, valid = m.encode(batch)
-    return memory, valid, jax.nn.log_softmax(m.ctc_logits(memory).astype(jnp.float32))
+  padding = Padding.for_dataset(dataset, 1)
+  encode = _eval_fn(graphdef, padding.token_width + 1)
 
   decoder_fn = _decoder_fn(model) if beam else None
-  refs, greedy, beamed, examples = [], [], [], []
+  refs, greedy, attention, beamed = [], [], [], []
   count = 0
-  for batch in eval_batches(dataset, batch_size, Padding.for_dataset(dataset, 1)):
+  for batch in eval_batches(dataset, batch_size, padding):
     ok = batch["valid"]
     device_batch = {k: v for k, v in batch.items() if k != "index"}
     if mesh is not None:
       device_batch = shard_batch(device_batch, mesh)
-    memory, valid, log_probs = jax.device_get(encode(state, device_batch))
+    memory, valid, log_probs, att_ids = jax.device_get(encode(state, device_batch))
     hyps = greedy_ctc(log_probs, valid)
     for j in np.flatnonzero(ok):
       if max_utterances is not None and count >= max_utterances:
@@ -118,16 +121,33 @@ def evaluate(model: SpeechRecognizer, dataset: Dataset, *, batch_size: int = 32,
       count += 1
       refs.append(dataset.utterances[int(batch["index"][j])].text)
       greedy.append(tokenizer.decode(hyps[j]))
+      attention.append(tokenizer.decode(strip_eos(att_ids[j])))
       if beam:
         ids = beam_search(model, memory[j:j + 1], valid[j:j + 1], log_probs[j][valid[j]],
                           beam=beam, ctc_weight=ctc_weight, decoder_fn=decoder_fn)
         beamed.append(tokenizer.decode(ids))
-  result = {"utterances": len(refs), "greedy_ctc": error_rates(refs, greedy)}
+  result = {"utterances": len(refs), "greedy_ctc": error_rates(refs, greedy),
+            "greedy_attention": error_rates(refs, attention)}
   if beam:
     result[f"beam{beam}"] = error_rates(refs, beamed)
-  result["examples"] = [{"ref": r, "greedy_ctc": g} | ({"beam": b} if beam else {})
-                        for r, g, b in zip(refs[:5], greedy[:5], (beamed or greedy)[:5])]
+  result["examples"] = [{"ref": r, "greedy_ctc": g, "greedy_attention": a}
+                        | ({"beam": b} if beam else {})
+                        for r, g, a, b in zip(refs[:5], greedy[:5], attention[:5],
+                                              (beamed or greedy)[:5])]
   return result
+
+
+@functools.lru_cache(maxsize=8)
+def _eval_fn(graphdef, max_len: int):
+  """Encoder output, CTC log-probabilities and greedy attention hypotheses (cached jit)."""
+  @jax.jit
+  def encode(state, batch):
+    m = nnx.merge(graphdef, state)
+    memory, valid = m.encode(batch)
+    attention = greedy_attention(m, memory, valid, max_len)
+    return (memory, valid, jax.nn.log_softmax(m.ctc_logits(memory).astype(jnp.float32)),
+            attention)
+  return encode
 
 
 def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *,
@@ -202,7 +222,8 @@ def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *
       evaluations.append({"step": step, **result})
       if logger:
         logger.log(step, eval_cer=result["greedy_ctc"]["cer"],
-                   eval_wer=result["greedy_ctc"]["wer"])
+                   eval_wer=result["greedy_ctc"]["wer"],
+                   eval_attention_cer=result["greedy_attention"]["cer"])
     if ckpt is not None and (ckpt.should_save(step) or step == last):
       ckpt.save(step, {"params": params, "other": other, "opt_state": opt_state, "key": key,
                        "step": jnp.int32(step), "data": iterator.state()}, force=True)

@@ -25,8 +25,8 @@ def read_wav(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[n
     with warnings.catch_warnings():
       warnings.simplefilter("ignore", wavfile.WavFileWarning)
       rate, data = wavfile.read(path)
-  except (ValueError, EOFError, OSError) as e:
-    raise ValueError(f"{path}: not a readable wav file ({e})") from None
+  except Exception as e:  # scipy raises assorted errors on corrupt headers
+    raise ValueError(f"{path}: not a readable wav file ({type(e).__name__}: {e})") from None
   if data.ndim != 1:
     raise ValueError(f"{path}: expected mono audio, got shape {data.shape}")
   if data.size == 0:

@@ -8,7 +8,9 @@ on the wheel and never vendor it. Facts that shape this module:
 - phoneme events (type 7, enabled by option 0x0001) carry the phoneme mnemonic and the exact
   sample index where it starts, which drives the synthetic mouth video;
 - rate and pitch persist across voice changes, so they are set before every utterance;
-- the data path must be short (< 160 characters): a long one is reached through a symlink.
+- the data path must be short (< 160 characters): a long one is reached through a symlink;
+- the engine keeps internal random state (pitch flutter), so repeated calls give slightly
+  different waveforms: corpora are synthesized once and cached as wav files.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ import numpy as np
 from flax import nnx
 from scipy.special import logsumexp
 
-from sparse_sr.decoding import CTCPrefixScorer, beam_search, error_rates, greedy_ctc
+from sparse_sr.decoding import (CTCPrefixScorer, beam_search, error_rates, greedy_attention,
+                               greedy_ctc, strip_eos)
 from sparse_sr.losses import ctc_losses, decoder_io
 from sparse_sr.tokenizer import BLANK, SOS_EOS
 
@@ -115,6 +116,8 @@ def test_beam_of_one_is_the_greedy_path():
     tokens.append(nxt)
   ctc = random_log_probs(6, 8, 1)
   assert beam_search(model, memory, valid, ctc, beam=1, ctc_weight=0.0) == tokens[1:]
+  batched = greedy_attention(model, jnp.asarray(memory), jnp.asarray(valid), 6)
+  assert strip_eos(np.asarray(batched)[0]) == tokens[1:]
 
 
 def test_beam_search_with_pure_ctc_finds_the_most_probable_labelling():
