@@ -10,9 +10,9 @@ from pathlib import Path
 
 from jaxrepro.cli import add_common_args
 
-QUICK_CORPUS = dict(hours=0.3, test_utterances=100, max_words=3, vocab_size=300)
-QUICK_TRAIN = dict(steps=400, batch_size=32, learning_rate=3e-3, warmup_steps=50,
-                   eval_every=200, checkpoint_every=200)
+QUICK_CORPUS = dict(hours=0.3, test_utterances=100, max_words=2, vocab_size=200)
+QUICK_TRAIN = dict(steps=500, batch_size=32, learning_rate=3e-3, warmup_steps=50,
+                   eval_every=250, checkpoint_every=250)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                   "synthesize an espeak corpus into OUT/corpus, the embedded default)")
   train.add_argument("--modality", choices=("audio", "video", "av"), default="audio")
   train.add_argument("--model", default="conformer-tiny",
-                     help="conformer-tiny | conformer-small | conformer-base")
+                     help="conformer-nano | conformer-tiny | conformer-small | conformer-base "
+                     "(Auto-AVSR's 12-layer d=768)")
   train.add_argument("--steps", type=int, default=None, help="training steps (default 3000, "
                      f"--quick {QUICK_TRAIN['steps']})")
   train.add_argument("--batch-size", type=int, default=None)
@@ -54,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   train.add_argument("--beam", type=int, default=0,
                      help="also decode the final evaluation with joint CTC/attention beam "
                      "search of this width (0: greedy CTC only)")
+  train.add_argument("--closed-vocabulary", action="store_true",
+                     help="also score closed-vocabulary recognition: the best of the distinct "
+                     "training transcripts (e.g. FSDD's ten digit words)")
   train.add_argument("--tokenizer", choices=("char", "sentencepiece"), default="char")
   train.add_argument("--mesh", default=None, help="device mesh, e.g. data=2 (default: all "
                      "devices on the data axis)")
@@ -68,6 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   evaluate.add_argument("--beam", type=int, default=0)
   evaluate.add_argument("--ctc-weight", type=float, default=0.3,
                         help="CTC weight in joint decoding")
+  evaluate.add_argument("--closed-vocabulary", action="store_true",
+                        help="also pick the best of the distinct training transcripts")
   evaluate.set_defaults(func=cmd_eval)
 
 
@@ -143,6 +149,8 @@ def cmd_train(args) -> int:
   from sparse_sr.train import TrainConfig, train
 
   out = _out_dir(args, "speech-run")
+  if args.model not in model_lib.PRESETS:
+    raise ValueError(f"unknown model {args.model!r}; choose from {sorted(model_lib.PRESETS)}")
   if args.data:
     data_dir = Path(args.data)
     if not (data_dir / "train.jsonl").is_file():
@@ -187,14 +195,23 @@ def cmd_train(args) -> int:
                  mesh=mesh, workdir=workdir)
   wall = time.perf_counter() - start
   from sparse_sr.train import evaluate
-  evaluations = {name: evaluate(result["model"], ds, batch_size=train_config.eval_batch_size,
-                                beam=args.beam, mesh=mesh) for name, ds in eval_sets.items()}
+  candidates = sorted({u.text for u in train_utts}) if args.closed_vocabulary else None
+  evaluations = {}
+  for name, dataset in eval_sets.items():
+    last = result["evaluations"][-1] if result["evaluations"] else {}
+    if (name == first_split and not args.beam and not candidates
+        and last.get("step") == result["steps"]):
+      evaluations[name] = last  # evaluated at the last step already
+    else:
+      evaluations[name] = evaluate(result["model"], dataset, beam=args.beam, mesh=mesh,
+                                   batch_size=train_config.eval_batch_size,
+                                   candidates=candidates)
   history = result["history"]
   metrics = {
       "steps": result["steps"], "final_loss": history[-1]["loss"] if history else None,
       "throughput_audio_seconds_per_second": result["throughput"],
       "train_utterances": len(train_set),
-      "eval": {name: {k: v for k, v in e.items() if k != "examples"}
+      "eval": {name: {k: v for k, v in e.items() if k not in ("examples", "step")}
                for name, e in evaluations.items()},
       "examples": evaluations[first_split]["examples"],
       "curve": [{"step": e["step"], "cer": e["greedy_ctc"]["cer"]}
@@ -243,9 +260,13 @@ def cmd_eval(args) -> int:
   uses = dict(use_audio=model.config.uses_audio, use_video=model.config.uses_video)
   start = time.perf_counter()
   metrics = {"step": step}
+  candidates = None
+  if args.closed_vocabulary:
+    candidates = sorted({u.text for u in corpus.read_manifest(data_dir / "train.jsonl")})
   for name, path in _splits(data_dir, args.split).items():
     metrics[name] = evaluate(model, Dataset(corpus.read_manifest(path), tokenizer, **uses),
-                             beam=args.beam, ctc_weight=args.ctc_weight)
+                             beam=args.beam, ctc_weight=args.ctc_weight,
+                             candidates=candidates)
   _write(Report("speech-eval", f"jaxrepro speech eval --ckpt {workdir}",
                 config={"beam": args.beam, "ctc_weight": args.ctc_weight},
                 data=str(data_dir.resolve()), metrics=metrics,

@@ -52,6 +52,25 @@ def greedy_attention(model, memory: jax.Array, valid: jax.Array, max_len: int) -
   return tokens[:, 1:]
 
 
+def score_candidates(model, memory: jax.Array, valid: jax.Array, tokens: jax.Array,
+                     token_len: jax.Array, ctc_weight: float) -> jax.Array:
+  """Hybrid negative log-likelihoods ``(batch, K)`` of K candidate transcripts
+  ``tokens (K, L)`` for every utterance: closed-vocabulary recognition (e.g. isolated digits)
+  picks the argmin."""
+  from sparse_sr.losses import attention_losses, ctc_losses, decoder_io
+  batch = memory.shape[0]
+  ctc_logits = model.ctc_logits(memory)
+
+  def one(candidate, length):
+    cand = jnp.broadcast_to(candidate, (batch,) + candidate.shape)
+    lengths = jnp.broadcast_to(length, (batch,))
+    ctc = ctc_losses(ctc_logits, valid, cand, lengths)
+    inputs, targets, target_valid = decoder_io(cand, lengths)
+    att = attention_losses(model.decode(inputs, memory, valid), targets, target_valid, 0.0)
+    return ctc_weight * ctc + (1 - ctc_weight) * att
+  return jax.vmap(one, out_axes=1)(tokens, token_len)
+
+
 def strip_eos(ids) -> list[int]:
   """Tokens up to the first <eos>."""
   out = []

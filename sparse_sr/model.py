@@ -50,6 +50,12 @@ class ModelConfig:
 
 
 PRESETS = {
+    # nano: smoke tests of the whole pipeline (compiles fastest)
+    "conformer-nano": dict(
+        encoder=ConformerConfig(d_model=32, num_heads=2, num_layers=1, conv_kernel=5),
+        decoder=DecoderConfig(num_layers=1, num_heads=2),
+        visual=VisualConfig(stem_channels=4, widths=(4, 8, 8, 8), blocks_per_stage=1),
+        subsample_channels=4, fusion_hidden=32),
     # tiny: seconds per step on 2 CPU cores, for tests and --quick runs
     "conformer-tiny": dict(
         encoder=ConformerConfig(d_model=96, num_heads=4, num_layers=3, conv_kernel=15,

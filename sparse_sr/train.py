@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +29,7 @@ from jaxrepro.metrics import MetricsLogger
 from jaxrepro.progress import progress
 from sparse_sr.data.loader import BatchIterator, Dataset, Padding, Sampler, eval_batches
 from sparse_sr.decoding import (_decoder_fn, beam_search, error_rates, greedy_attention,
-                                greedy_ctc, strip_eos)
+                                greedy_ctc, score_candidates, strip_eos)
 from sparse_sr.losses import hybrid_loss
 from sparse_sr.model import ModelConfig, SpeechRecognizer
 
@@ -97,16 +97,26 @@ def init_model(config: ModelConfig, seed: int) -> SpeechRecognizer:
 
 def evaluate(model: SpeechRecognizer, dataset: Dataset, *, batch_size: int = 32,
              beam: int = 0, ctc_weight: float = 0.3, mesh: Mesh | None = None,
-             max_utterances: int | None = None) -> dict[str, Any]:
-  """WER/CER of greedy CTC, greedy attention decoding, and joint CTC/attention beam search
-  when ``beam > 0``, on ``dataset``."""
+             max_utterances: int | None = None,
+             candidates: Sequence[str] | None = None) -> dict[str, Any]:
+  """WER/CER of greedy CTC, greedy attention decoding, joint CTC/attention beam search
+  when ``beam > 0``, and closed-vocabulary recognition (the best-scoring of ``candidates``
+  under the hybrid model) when given, on ``dataset``."""
   tokenizer = dataset.tokenizer
   graphdef, state = nnx.split(model)
   padding = Padding.for_dataset(dataset, 1)
   encode = _eval_fn(graphdef, padding.token_width + 1)
 
   decoder_fn = _decoder_fn(model) if beam else None
-  refs, greedy, attention, beamed = [], [], [], []
+  if candidates:
+    candidates = sorted(set(candidates))
+    encoded = [tokenizer.encode(c) for c in candidates]
+    cand_tokens = np.zeros((len(encoded), max(map(len, encoded))), np.int32)
+    for i, ids in enumerate(encoded):
+      cand_tokens[i, :len(ids)] = ids
+    cand_len = np.asarray([len(ids) for ids in encoded], np.int32)
+    scorer = _candidate_fn(graphdef, ctc_weight)
+  refs, greedy, attention, beamed, closed = [], [], [], [], []
   count = 0
   for batch in eval_batches(dataset, batch_size, padding):
     ok = batch["valid"]
@@ -115,6 +125,8 @@ def evaluate(model: SpeechRecognizer, dataset: Dataset, *, batch_size: int = 32,
       device_batch = shard_batch(device_batch, mesh)
     memory, valid, log_probs, att_ids = jax.device_get(encode(state, device_batch))
     hyps = greedy_ctc(log_probs, valid)
+    if candidates:
+      choice = np.argmin(np.asarray(scorer(state, memory, valid, cand_tokens, cand_len)), 1)
     for j in np.flatnonzero(ok):
       if max_utterances is not None and count >= max_utterances:
         break
@@ -122,6 +134,8 @@ def evaluate(model: SpeechRecognizer, dataset: Dataset, *, batch_size: int = 32,
       refs.append(dataset.utterances[int(batch["index"][j])].text)
       greedy.append(tokenizer.decode(hyps[j]))
       attention.append(tokenizer.decode(strip_eos(att_ids[j])))
+      if candidates:
+        closed.append(candidates[int(choice[j])])
       if beam:
         ids = beam_search(model, memory[j:j + 1], valid[j:j + 1], log_probs[j][valid[j]],
                           beam=beam, ctc_weight=ctc_weight, decoder_fn=decoder_fn)
@@ -130,6 +144,8 @@ def evaluate(model: SpeechRecognizer, dataset: Dataset, *, batch_size: int = 32,
             "greedy_attention": error_rates(refs, attention)}
   if beam:
     result[f"beam{beam}"] = error_rates(refs, beamed)
+  if candidates:
+    result["closed_vocabulary"] = error_rates(refs, closed)
   result["examples"] = [{"ref": r, "greedy_ctc": g, "greedy_attention": a}
                         | ({"beam": b} if beam else {})
                         for r, g, a, b in zip(refs[:5], greedy[:5], attention[:5],
@@ -148,6 +164,15 @@ def _eval_fn(graphdef, max_len: int):
     return (memory, valid, jax.nn.log_softmax(m.ctc_logits(memory).astype(jnp.float32)),
             attention)
   return encode
+
+
+@functools.lru_cache(maxsize=8)
+def _candidate_fn(graphdef, ctc_weight: float):
+  @jax.jit
+  def score(state, memory, valid, tokens, token_len):
+    return score_candidates(nnx.merge(graphdef, state), memory, valid, tokens, token_len,
+                            ctc_weight)
+  return score
 
 
 def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *,

@@ -138,3 +138,22 @@ def test_error_rates_use_jiwer_definitions():
   assert rates["wer"] == 1 / 4
   assert np.isclose(rates["cer"], 1 / 17)  # "two" -> "too": one substitution in 13 + 4 chars
   assert rates["sentence_accuracy"] == 0.5
+
+
+def test_candidate_scores_are_hybrid_losses_of_each_transcript():
+  from sparse_sr.decoding import score_candidates
+  from sparse_sr.losses import attention_losses
+  model = _tiny_model()
+  rng = np.random.default_rng(4)
+  memory = jnp.asarray(rng.normal(size=(2, 6, 32)), jnp.float32)
+  valid = jnp.asarray([[1] * 6, [1] * 4 + [0] * 2], bool)
+  tokens = jnp.asarray([[2, 3, 0], [4, 5, 6]])
+  lengths = jnp.asarray([2, 3])
+  scores = score_candidates(model, memory, valid, tokens, lengths, ctc_weight=0.25)
+  assert scores.shape == (2, 2)
+  for k in range(2):
+    cand = jnp.broadcast_to(tokens[k], (2, 3))
+    ctc = ctc_losses(model.ctc_logits(memory), valid, cand, jnp.broadcast_to(lengths[k], (2,)))
+    inputs, targets, target_valid = decoder_io(cand, jnp.broadcast_to(lengths[k], (2,)))
+    att = attention_losses(model.decode(inputs, memory, valid), targets, target_valid, 0.0)
+    np.testing.assert_allclose(scores[:, k], 0.25 * ctc + 0.75 * att, rtol=1e-5)
