@@ -114,8 +114,9 @@ def cmd_make_corpus(args) -> int:
     paths = corpus.make_fsdd_corpus(source.path, args.out, args.holdout_speaker)
     data, cfg = source.describe(), {"holdout_speaker": args.holdout_speaker}
   else:
-    paths = corpus.make_pocketsphinx_corpus(args.out)
-    data, cfg = str(corpus.POCKETSPHINX_TESTDATA), {}
+    root = Path(args.data) if args.data else corpus.POCKETSPHINX_TESTDATA
+    paths = corpus.make_pocketsphinx_corpus(args.out, root)
+    data, cfg = str(root), {}
   metrics = {}
   for split, path in paths.items():
     utterances = corpus.read_manifest(path)

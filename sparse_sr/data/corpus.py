@@ -10,7 +10,7 @@ frames at 25 fps). Four sources:
   5-49 of all speakers but one; ``test`` = the official indices 0-4; ``test_speaker`` =
   every recording of the held-out speaker);
 - :func:`make_pocketsphinx_corpus`: Debian's ``pocketsphinx-testdata`` read speech when
-  installed;
+  installed (a test set: LibriVox excerpts and spoken card names);
 - :func:`load_lrs3_style`: LRS3-style folders (``<speaker>/<clip>.txt`` whose first line is
   ``Text:  TRANSCRIPT``, with ``<clip>.npy`` mouth-ROI frames and optional ``<clip>.wav``).
 """
@@ -257,30 +257,36 @@ def make_fsdd_corpus(root: str | os.PathLike, out_dir: str | os.PathLike,
 
 # ---- pocketsphinx-testdata (Debian) ---------------------------------------------------
 
-POCKETSPHINX_TESTDATA = Path("/usr/share/pocketsphinx/testdata")
+POCKETSPHINX_TESTDATA = Path("/usr/share/pocketsphinx/test/data")
 
 
 def make_pocketsphinx_corpus(out_dir: str | os.PathLike,
                              root: Path = POCKETSPHINX_TESTDATA) -> dict[str, Path]:
-  """A test manifest of the read speech in Debian's ``pocketsphinx-testdata`` (``.wav`` or
-  ``.raw`` 16 kHz files beside ``.txt`` or ``.transcription`` transcripts)."""
+  """A test manifest of the read speech in Debian's ``pocketsphinx-testdata``: every
+  ``*transcription`` file (lines ``<s> words </s> (fileid)``) with ``fileid.wav`` beside it
+  (LibriVox "Sense and Sensibility" excerpts, spoken card names)."""
+  root = Path(root)
   if not root.is_dir():
     raise FileNotFoundError(f"{root}: pocketsphinx-testdata is not installed "
                             "(apt-get install pocketsphinx-testdata)")
-  out_dir = Path(out_dir)
   utterances = []
-  for wav in sorted(root.rglob("*.wav")):
-    txt = next((p for p in (wav.with_suffix(".txt"), wav.with_suffix(".transcription"))
-                if p.is_file()), None)
-    if txt is None:
-      continue
-    text = re.sub(r"\(.*?\)|<.*?>", " ", txt.read_text())
-    audio, rate = read_wav(wav)
-    utterances.append(Utterance(wav.stem, wav.resolve(), normalize_text(text), "pocketsphinx",
-                                len(audio) / rate))
+  for listing in sorted(root.rglob("*transcription")):
+    for lineno, line in enumerate(listing.read_text().splitlines(), start=1):
+      match = re.fullmatch(r"\s*(.*?)\s*\((\S+)\)\s*", line)
+      if not line.strip():
+        continue
+      if not match:
+        raise ValueError(f"{listing}:{lineno}: expected '<s> words </s> (fileid)'")
+      text = normalize_text(re.sub(r"</?s>|<sil>|\[.*?\]", " ", match[1]))
+      wav = listing.parent / f"{match[2]}.wav"
+      if not text:
+        raise ValueError(f"{listing}:{lineno}: missing transcript for {wav.name}")
+      audio, rate = read_wav(wav)
+      utterances.append(Utterance(f"{listing.parent.name}/{match[2]}", wav.resolve(), text,
+                                  listing.parent.name, len(audio) / rate))
   if not utterances:
-    raise FileNotFoundError(f"{root}: no wav files with transcripts")
-  return {"test": write_manifest(out_dir / "test.jsonl", utterances)}
+    raise FileNotFoundError(f"{root}: no transcription files with wav audio")
+  return {"test": write_manifest(Path(out_dir) / "test.jsonl", utterances)}
 
 
 # ---- LRS3-style data --------------------------------------------------------------------

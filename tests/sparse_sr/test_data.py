@@ -162,3 +162,19 @@ def test_fsdd_splits_hold_out_a_speaker(tmp_path):
   audio, rate = read_wav(train[0].audio, 16000)
   assert rate == 16000 and abs(len(audio) / 16000 - train[0].duration) < 0.01
   assert {u.text for u in test} == set(corpus.DIGIT_WORDS)
+
+
+def test_pocketsphinx_transcriptions(tmp_path):
+  root = tmp_path / "data" / "cards"
+  root.mkdir(parents=True)
+  write_wav(root / "001.wav", np.zeros(8000), 16000)
+  write_wav(root / "002.wav", np.zeros(4000), 16000)
+  (root / "cards.transcription").write_text("<s> ten of clubs  </s> (001)\n"
+                                            "<s> five five </s> (002)\n")
+  paths = corpus.make_pocketsphinx_corpus(tmp_path / "out", tmp_path / "data")
+  utterances = corpus.read_manifest(paths["test"])
+  assert [(u.id, u.text, u.duration) for u in utterances] == [
+      ("cards/001", "ten of clubs", 0.5), ("cards/002", "five five", 0.25)]
+  (root / "cards.transcription").write_text("<s> </s> (002)\n")
+  with pytest.raises(ValueError, match="missing transcript for 002.wav"):
+    corpus.make_pocketsphinx_corpus(tmp_path / "out", tmp_path / "data")
