@@ -119,7 +119,8 @@ class CTCPrefixScorer:
     return psi, (r_n, r_b)
 
 
-def _decoder_fn(model):
+def decoder_log_prob_fn(model):
+  """``fn(prefixes (n, L), memory (1, T, d), valid (1, T)) -> log-probs (n, L, V)``, jitted."""
   graphdef, state = nnx.split(model)
 
   @jax.jit
@@ -141,21 +142,21 @@ def beam_search(model, memory: np.ndarray, valid: np.ndarray, ctc_log_probs: np.
   CTC log-softmax ``(T_valid, V)``. Returns the best finished hypothesis (token ids, no
   <sos>/<eos>). With ``beam=1`` and ``ctc_weight=0`` this is greedy attention decoding.
   """
-  decoder_fn = decoder_fn or _decoder_fn(model)
+  decoder_fn = decoder_fn or decoder_log_prob_fn(model)
   max_len = max_len or max(1, len(ctc_log_probs))
   width = max_len + 1
   scorer = CTCPrefixScorer(ctc_log_probs)
   use_ctc = ctc_weight > 0
-  # hypothesis: (tokens, attention log-prob, ctc prefix log-prob, ctc state)
-  hyps = [([], 0.0, 0.0, scorer.initial_state() if use_ctc else None)]
+  # hypothesis: (tokens, attention log-prob, CTC forward variables)
+  hyps = [([], 0.0, scorer.initial_state() if use_ctc else None)]
   finished = []
   for step in range(max_len + 1):
-    prefixes = np.zeros((len(hyps), width), np.int32)
-    for i, (tokens, *_rest) in enumerate(hyps):
+    prefixes = np.zeros((beam, width), np.int32)  # always `beam` rows: one compilation
+    for i, (tokens, _, _) in enumerate(hyps):
       prefixes[i, :len(tokens) + 1] = [SOS_EOS] + tokens
     att = np.asarray(decoder_fn(prefixes, memory, valid))[np.arange(len(hyps)), step]
     candidates = []
-    for i, (tokens, att_score, ctc_score, ctc_state) in enumerate(hyps):
+    for i, (tokens, att_score, ctc_state) in enumerate(hyps):
       total_att = att_score + att[i]
       if use_ctc:
         psi, new_state = scorer.extend(tokens, ctc_state)
@@ -166,17 +167,16 @@ def beam_search(model, memory: np.ndarray, valid: np.ndarray, ctc_log_probs: np.
       if step == max_len:  # out of frames: only <eos> is possible
         joint[np.arange(len(joint)) != SOS_EOS] = NEG_INF
       for c in np.argsort(-joint, kind="stable")[:beam]:
-        candidates.append((float(joint[c]), i, int(c), float(total_att[c]),
-                           float(psi[c]) if use_ctc else 0.0, new_state))
+        candidates.append((float(joint[c]), i, int(c), float(total_att[c]), new_state))
     candidates.sort(key=lambda item: -item[0])
     previous, hyps = hyps, []
-    for score, i, c, att_score, ctc_score, new_state in candidates[:beam]:
+    for score, i, c, att_score, new_state in candidates[:beam]:
       tokens = previous[i][0]
       if c == SOS_EOS:
         finished.append((score, tokens))
       else:
         state = None if new_state is None else (new_state[0][:, c], new_state[1][:, c])
-        hyps.append((tokens + [c], att_score, ctc_score, state))
+        hyps.append((tokens + [c], att_score, state))
     # scores only decrease as hypotheses grow: stop once the best finished one leads
     if not hyps or (finished and max(s for s, _ in finished) >= candidates[0][0]):
       break

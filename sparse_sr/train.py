@@ -28,8 +28,8 @@ from jaxrepro.mesh import make_mesh, replicated, shard_batch
 from jaxrepro.metrics import MetricsLogger
 from jaxrepro.progress import progress
 from sparse_sr.data.loader import BatchIterator, Dataset, Padding, Sampler, eval_batches
-from sparse_sr.decoding import (_decoder_fn, beam_search, error_rates, greedy_attention,
-                                greedy_ctc, score_candidates, strip_eos)
+from sparse_sr.decoding import (beam_search, decoder_log_prob_fn, error_rates,
+                                greedy_attention, greedy_ctc, score_candidates, strip_eos)
 from sparse_sr.losses import hybrid_loss
 from sparse_sr.model import ModelConfig, SpeechRecognizer
 
@@ -107,7 +107,7 @@ def evaluate(model: SpeechRecognizer, dataset: Dataset, *, batch_size: int = 32,
   padding = Padding.for_dataset(dataset, 1)
   encode = _eval_fn(graphdef, padding.token_width + 1)
 
-  decoder_fn = _decoder_fn(model) if beam else None
+  decoder_fn = decoder_log_prob_fn(model) if beam else None
   if candidates:
     candidates = sorted(set(candidates))
     encoded = [tokenizer.encode(c) for c in candidates]

@@ -197,7 +197,8 @@ def synthesize_utterances(phrases, variants, count: int | None, hours: float | N
     yield Utterance(uid, wav, text, voice.name, duration, video)
 
 
-def make_espeak_corpus(out_dir: str | os.PathLike, config: EspeakCorpusConfig = EspeakCorpusConfig(),
+def make_espeak_corpus(out_dir: str | os.PathLike,
+                       config: EspeakCorpusConfig = EspeakCorpusConfig(),
                        progress_bar=None) -> dict[str, Path]:
   """Writes ``train.jsonl`` (training voices) and ``test.jsonl`` (held-out voices)."""
   out_dir = Path(out_dir)
