@@ -11,6 +11,7 @@ from pathlib import Path
 from jaxrepro.cli import add_common_args
 
 QUICK_CORPUS = dict(hours=0.3, test_utterances=100, max_words=2, vocab_size=200)
+FULL_CORPUS = dict(hours=1.0, test_utterances=200, max_words=3, vocab_size=300)
 QUICK_TRAIN = dict(steps=500, batch_size=32, learning_rate=3e-3, warmup_steps=50,
                    eval_every=250, checkpoint_every=250)
 
@@ -27,12 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   corpus.add_argument("--kind", choices=("espeak", "fsdd", "pocketsphinx"), default="espeak")
   corpus.add_argument("--hours", type=float, default=None,
                       help="hours of training audio to synthesize (espeak; default 1, "
-                      f"--quick {QUICK_CORPUS['hours']})")
-  corpus.add_argument("--test-utterances", type=int, default=200,
-                      help="held-out-voice test utterances (espeak)")
-  corpus.add_argument("--max-words", type=int, default=3, help="words per phrase (espeak)")
-  corpus.add_argument("--vocab-size", type=int, default=300,
-                      help="keep phrases of the N most frequent words; 0: all words (espeak)")
+                      "--quick 0.3)")
+  corpus.add_argument("--test-utterances", type=int, default=None,
+                      help="held-out-voice test utterances (espeak; default 200, --quick 100)")
+  corpus.add_argument("--max-words", type=int, default=None,
+                      help="words per phrase (espeak; default 3, --quick 2)")
+  corpus.add_argument("--vocab-size", type=int, default=None,
+                      help="keep phrases of the N most frequent words; 0: all words "
+                      "(espeak; default 300, --quick 200)")
   corpus.add_argument("--no-video", action="store_true", help="skip the synthetic mouth video")
   corpus.add_argument("--holdout-speaker", default="george", help="FSDD speaker kept out "
                       "of training (evaluated as split test_speaker)")
@@ -100,11 +103,12 @@ def cmd_make_corpus(args) -> int:
     raise ValueError("make-corpus needs --out DIR")
   start = time.perf_counter()
   if args.kind == "espeak":
-    hours = args.hours if args.hours is not None else (QUICK_CORPUS["hours"] if args.quick
-                                                        else 1.0)
-    config = corpus.EspeakCorpusConfig(
-        hours=hours, test_utterances=args.test_utterances, max_words=args.max_words,
-        vocab_size=args.vocab_size or None, video=not args.no_video, seed=args.seed)
+    defaults = QUICK_CORPUS if args.quick else FULL_CORPUS
+    given = dict(hours=args.hours, test_utterances=args.test_utterances,
+                 max_words=args.max_words, vocab_size=args.vocab_size)
+    settings = {**defaults, **{k: v for k, v in given.items() if v is not None}}
+    settings["vocab_size"] = settings["vocab_size"] or None  # 0: every word
+    config = corpus.EspeakCorpusConfig(**settings, video=not args.no_video, seed=args.seed)
     with progress(desc="synthesize") as bar:
       paths = corpus.make_espeak_corpus(args.out, config, progress_bar=bar)
     data = "embedded:espeak-ng (espeakng-loader wheel) + pydoc_data.topics"
@@ -161,8 +165,8 @@ def cmd_train(args) -> int:
   else:
     data_dir = out / "corpus"
     if not (data_dir / "train.jsonl").is_file():
-      config = corpus.EspeakCorpusConfig(**QUICK_CORPUS, video=args.modality != "audio",
-                                         seed=args.seed)
+      config = corpus.EspeakCorpusConfig(**(QUICK_CORPUS if args.quick else FULL_CORPUS),
+                                         video=args.modality != "audio", seed=args.seed)
       corpus.make_espeak_corpus(data_dir, config)
     data = f"embedded:espeak-ng synthesized corpus ({data_dir})"
   train_utts = corpus.read_manifest(data_dir / "train.jsonl")
