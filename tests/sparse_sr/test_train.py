@@ -61,8 +61,6 @@ def test_resume_is_bit_exact(data, tmp_path):
   assert straight["history"][-1] == resumed["history"][-1]
   # the sampler saw per-utterance losses, and its state travelled with the checkpoint
   assert np.count_nonzero(sampler.seen) >= CONFIG.batch_size
-  losses = [h["loss"] for h in straight["history"]]
-  assert losses[-1] < losses[0]
   model, step = restore_model(model_config, tmp_path / "a")
   assert step == 4
   assert tree_equal_bitwise(straight["params"], __import__("flax").nnx.state(
