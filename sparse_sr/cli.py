@@ -1,0 +1,279 @@
+"""``jaxrepro speech make-corpus | train | eval``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from jaxrepro.cli import add_common_args
+
+QUICK_CORPUS = dict(hours=0.3, test_utterances=100, max_words=2, vocab_size=200)
+FULL_CORPUS = dict(hours=1.0, test_utterances=200, max_words=3, vocab_size=300)
+QUICK_TRAIN = dict(steps=500, batch_size=32, learning_rate=3e-3, warmup_steps=50,
+                   eval_every=250, checkpoint_every=250)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+  speech = subparsers.add_parser("speech", help="speech recognition: corpora, training, "
+                                 "evaluation (sparse_sr)")
+  commands = speech.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+  corpus = commands.add_parser("make-corpus", help="synthesize (espeak) or index (fsdd, "
+                               "pocketsphinx) a corpus: wavs + manifest JSONL")
+  add_common_args(corpus, data_help="FSDD folder for --kind fsdd (default: $JAXREPRO_DATA/"
+                  "speech/fsdd, then ../shared/data/speech/fsdd)")
+  corpus.add_argument("--kind", choices=("espeak", "fsdd", "pocketsphinx"), default="espeak")
+  corpus.add_argument("--hours", type=float, default=None,
+                      help="hours of training audio to synthesize (espeak; default 1, "
+                      "--quick 0.3)")
+  corpus.add_argument("--test-utterances", type=int, default=None,
+                      help="held-out-voice test utterances (espeak; default 200, --quick 100)")
+  corpus.add_argument("--max-words", type=int, default=None,
+                      help="words per phrase (espeak; default 3, --quick 2)")
+  corpus.add_argument("--vocab-size", type=int, default=None,
+                      help="keep phrases of the N most frequent words; 0: all words "
+                      "(espeak; default 300, --quick 200)")
+  corpus.add_argument("--no-video", action="store_true", help="skip the synthetic mouth video")
+  corpus.add_argument("--holdout-speaker", default="george", help="FSDD speaker kept out "
+                      "of training (evaluated as split test_speaker)")
+  corpus.set_defaults(func=cmd_make_corpus)
+
+  train = commands.add_parser("train", help="train a Conformer hybrid CTC/attention model")
+  add_common_args(train, data_help="corpus folder with train.jsonl and test*.jsonl (default: "
+                  "synthesize an espeak corpus into OUT/corpus, the embedded default)")
+  train.add_argument("--modality", choices=("audio", "video", "av"), default="audio")
+  train.add_argument("--model", default="conformer-tiny",
+                     help="conformer-nano | conformer-tiny | conformer-small | conformer-base "
+                     "(Auto-AVSR's 12-layer d=768)")
+  train.add_argument("--steps", type=int, default=None, help="training steps (default 3000, "
+                     f"--quick {QUICK_TRAIN['steps']})")
+  train.add_argument("--batch-size", type=int, default=None)
+  train.add_argument("--lr", type=float, default=None, help="peak learning rate")
+  train.add_argument("--ctc-weight", type=float, default=0.1)
+  train.add_argument("--label-smoothing", type=float, default=0.1)
+  train.add_argument("--eval-every", type=int, default=None)
+  train.add_argument("--beam", type=int, default=0,
+                     help="also decode the final evaluation with joint CTC/attention beam "
+                     "search of this width (0: greedy CTC only)")
+  train.add_argument("--closed-vocabulary", action="store_true",
+                     help="also score closed-vocabulary recognition: the best of the distinct "
+                     "training transcripts (e.g. FSDD's ten digit words)")
+  train.add_argument("--tokenizer", choices=("char", "sentencepiece"), default="char")
+  train.add_argument("--mesh", default=None, help="device mesh, e.g. data=2 (default: all "
+                     "devices on the data axis)")
+  train.add_argument("--workdir", default=None, help="checkpoints and metrics (default "
+                     "OUT/run); an existing run resumes")
+  train.set_defaults(func=cmd_train)
+
+  evaluate = commands.add_parser("eval", help="WER/CER of a trained model on a corpus split")
+  add_common_args(evaluate, data_help="corpus folder (default: the one it was trained on)")
+  evaluate.add_argument("--ckpt", required=True, help="the training workdir")
+  evaluate.add_argument("--split", default=None, help="manifest name (default: every test*)")
+  evaluate.add_argument("--beam", type=int, default=0)
+  evaluate.add_argument("--ctc-weight", type=float, default=0.3,
+                        help="CTC weight in joint decoding")
+  evaluate.add_argument("--closed-vocabulary", action="store_true",
+                        help="also pick the best of the distinct training transcripts")
+  evaluate.set_defaults(func=cmd_eval)
+
+
+def _out_dir(args, default: str) -> Path:
+  return Path(args.out or default)
+
+
+def _write(report, args) -> None:
+  from jaxrepro.bench import Report
+  assert isinstance(report, Report)
+  if args.json:
+    report.write_json(args.json)
+  if args.out:
+    report.write(args.out)
+  print(json.dumps(report.as_dict()["metrics"], indent=2))
+
+
+def cmd_make_corpus(args) -> int:
+  from jaxrepro.bench import Report
+  from jaxrepro.data import resolve_data
+  from jaxrepro.progress import progress
+  from sparse_sr.data import corpus
+  if not args.out:
+    raise ValueError("make-corpus needs --out DIR")
+  start = time.perf_counter()
+  if args.kind == "espeak":
+    defaults = QUICK_CORPUS if args.quick else FULL_CORPUS
+    given = dict(hours=args.hours, test_utterances=args.test_utterances,
+                 max_words=args.max_words, vocab_size=args.vocab_size)
+    settings = {**defaults, **{k: v for k, v in given.items() if v is not None}}
+    settings["vocab_size"] = settings["vocab_size"] or None  # 0: every word
+    config = corpus.EspeakCorpusConfig(**settings, video=not args.no_video, seed=args.seed)
+    with progress(desc="synthesize") as bar:
+      paths = corpus.make_espeak_corpus(args.out, config, progress_bar=bar)
+    data = "embedded:espeak-ng (espeakng-loader wheel) + pydoc_data.topics"
+    cfg = dataclasses.asdict(config)
+  elif args.kind == "fsdd":
+    source = resolve_data("speech/fsdd", explicit=args.data)
+    paths = corpus.make_fsdd_corpus(source.path, args.out, args.holdout_speaker)
+    data, cfg = source.describe(), {"holdout_speaker": args.holdout_speaker}
+  else:
+    root = Path(args.data) if args.data else corpus.POCKETSPHINX_TESTDATA
+    paths = corpus.make_pocketsphinx_corpus(args.out, root)
+    data, cfg = str(root), {}
+  metrics = {}
+  for split, path in paths.items():
+    utterances = corpus.read_manifest(path)
+    metrics[split] = {"utterances": len(utterances),
+                      "hours": sum(u.duration for u in utterances) / 3600,
+                      "speakers": len({u.speaker for u in utterances}),
+                      "manifest": str(path)}
+  _write(Report("speech-make-corpus", f"jaxrepro speech make-corpus --kind {args.kind}",
+                config=cfg, data=data, metrics=metrics,
+                timings={"seconds": time.perf_counter() - start}), args)
+  return 0
+
+
+def _splits(data_dir: Path, only: str | None) -> dict[str, Path]:
+  names = [only] if only else sorted(p.stem for p in data_dir.glob("test*.jsonl"))
+  splits = {name: data_dir / f"{name}.jsonl" for name in names}
+  missing = [str(p) for p in splits.values() if not p.is_file()]
+  if missing or not splits:
+    raise FileNotFoundError(f"{data_dir}: no evaluation manifest ({missing or 'test*.jsonl'})")
+  return splits
+
+
+def cmd_train(args) -> int:
+  from jaxrepro.bench import Report
+  from jaxrepro.mesh import make_mesh
+  from jaxrepro.metrics import curves_from_records, plot_curves
+  from sparse_sr import model as model_lib
+  from sparse_sr.data import corpus
+  from sparse_sr.data.loader import Dataset
+  from sparse_sr.tokenizer import CharTokenizer, SentencePieceTokenizer
+  from sparse_sr.train import TrainConfig, train
+
+  out = _out_dir(args, "speech-run")
+  if args.model not in model_lib.PRESETS:
+    raise ValueError(f"unknown model {args.model!r}; choose from {sorted(model_lib.PRESETS)}")
+  if args.data:
+    data_dir = Path(args.data)
+    if not (data_dir / "train.jsonl").is_file():
+      raise FileNotFoundError(f"{data_dir}: no train.jsonl (make one with "
+                              "`jaxrepro speech make-corpus`)")
+    data = str(data_dir.resolve())
+  else:
+    data_dir = out / "corpus"
+    if not (data_dir / "train.jsonl").is_file():
+      config = corpus.EspeakCorpusConfig(**(QUICK_CORPUS if args.quick else FULL_CORPUS),
+                                         video=args.modality != "audio", seed=args.seed)
+      corpus.make_espeak_corpus(data_dir, config)
+    data = f"embedded:espeak-ng synthesized corpus ({data_dir})"
+  train_utts = corpus.read_manifest(data_dir / "train.jsonl")
+  if args.tokenizer == "char":
+    tokenizer = CharTokenizer()
+  else:
+    tokenizer = SentencePieceTokenizer.train([u.text for u in train_utts], vocab_size=128)
+  model_config = model_lib.preset(args.model, tokenizer.vocab_size, args.modality)
+  defaults = QUICK_TRAIN if args.quick else dict(steps=3000, batch_size=32, learning_rate=2e-3,
+                                                 warmup_steps=300, eval_every=500,
+                                                 checkpoint_every=500)
+  overrides = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size,
+                                     learning_rate=args.lr, eval_every=args.eval_every).items()
+               if v is not None}
+  train_config = TrainConfig(**{**defaults, **overrides}, ctc_weight=args.ctc_weight,
+                             label_smoothing=args.label_smoothing, seed=args.seed)
+  uses = dict(use_audio=model_config.uses_audio, use_video=model_config.uses_video)
+  train_set = Dataset(train_utts, tokenizer, **uses)
+  splits = _splits(data_dir, None)
+  eval_sets = {name: Dataset(corpus.read_manifest(p), tokenizer, **uses)
+               for name, p in splits.items()}
+  first_split = next(iter(eval_sets))
+  workdir = Path(args.workdir) if args.workdir else out / "run"
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "config.json").write_text(json.dumps({
+      "model": dataclasses.asdict(model_config), "tokenizer": tokenizer.to_json(),
+      "train": dataclasses.asdict(train_config), "data": str(data_dir.resolve())}, indent=1))
+  mesh = make_mesh(args.mesh)
+  start = time.perf_counter()
+  result = train(model_config, train_config, train_set, eval_data=eval_sets[first_split],
+                 mesh=mesh, workdir=workdir)
+  wall = time.perf_counter() - start
+  from sparse_sr.train import evaluate
+  candidates = sorted({u.text for u in train_utts}) if args.closed_vocabulary else None
+  evaluations = {}
+  for name, dataset in eval_sets.items():
+    last = result["evaluations"][-1] if result["evaluations"] else {}
+    if (name == first_split and not args.beam and not candidates
+        and last.get("step") == result["steps"]):
+      evaluations[name] = last  # evaluated at the last step already
+    else:
+      evaluations[name] = evaluate(result["model"], dataset, beam=args.beam, mesh=mesh,
+                                   batch_size=train_config.eval_batch_size,
+                                   candidates=candidates)
+  history = result["history"]
+  metrics = {
+      "steps": result["steps"], "final_loss": history[-1]["loss"] if history else None,
+      "throughput_audio_seconds_per_second": result["throughput"],
+      "train_utterances": len(train_set),
+      "eval": {name: {k: v for k, v in e.items() if k not in ("examples", "step")}
+               for name, e in evaluations.items()},
+      "examples": evaluations[first_split]["examples"],
+      "curve": [{"step": e["step"], "cer": e["greedy_ctc"]["cer"]}
+                for e in result["evaluations"]],
+  }
+  if args.out:
+    records = [{"step": h["step"], "loss": h["loss"]} for h in history]
+    plot_curves({"train loss": curves_from_records(records, "loss")}, out / "loss.png",
+                ylabel="hybrid loss")
+    if result["evaluations"]:
+      plot_curves({f"{first_split} CER": ([e["step"] for e in result["evaluations"]],
+                                          [e["greedy_ctc"]["cer"] for e in result["evaluations"]])},
+                  out / "cer.png", ylabel="CER (greedy CTC)")
+  _write(Report("speech-train", f"jaxrepro speech train --modality {args.modality} "
+                f"--model {args.model}" + (" --quick" if args.quick else ""),
+                config={"model": dataclasses.asdict(model_config),
+                        "train": dataclasses.asdict(train_config), "mesh": dict(mesh.shape),
+                        "workdir": str(workdir)},
+                data=data, metrics=metrics,
+                timings={"wall_seconds": wall, "train_step_seconds": result["train_seconds"]}),
+         args)
+  return 0
+
+
+def load_run(workdir: Path):
+  """``(model, tokenizer, config dict, step)`` of a training workdir."""
+  from sparse_sr.model import model_config_from_dict
+  from sparse_sr.tokenizer import tokenizer_from_json
+  from sparse_sr.train import restore_model
+  config_path = workdir / "config.json"
+  if not config_path.is_file():
+    raise FileNotFoundError(f"{workdir}: not a training workdir (no config.json)")
+  config = json.loads(config_path.read_text())
+  model, step = restore_model(model_config_from_dict(config["model"]), workdir)
+  return model, tokenizer_from_json(config["tokenizer"]), config, step
+
+
+def cmd_eval(args) -> int:
+  from jaxrepro.bench import Report
+  from sparse_sr.data import corpus
+  from sparse_sr.data.loader import Dataset
+  from sparse_sr.train import evaluate
+  workdir = Path(args.ckpt)
+  model, tokenizer, config, step = load_run(workdir)
+  data_dir = Path(args.data or config["data"])
+  uses = dict(use_audio=model.config.uses_audio, use_video=model.config.uses_video)
+  start = time.perf_counter()
+  metrics = {"step": step}
+  candidates = None
+  if args.closed_vocabulary:
+    candidates = sorted({u.text for u in corpus.read_manifest(data_dir / "train.jsonl")})
+  for name, path in _splits(data_dir, args.split).items():
+    metrics[name] = evaluate(model, Dataset(corpus.read_manifest(path), tokenizer, **uses),
+                             beam=args.beam, ctc_weight=args.ctc_weight,
+                             candidates=candidates)
+  _write(Report("speech-eval", f"jaxrepro speech eval --ckpt {workdir}",
+                config={"beam": args.beam, "ctc_weight": args.ctc_weight},
+                data=str(data_dir.resolve()), metrics=metrics,
+                timings={"seconds": time.perf_counter() - start}), args)
+  return 0

@@ -1,0 +1,149 @@
+"""Log-mel filterbank features and SpecAugment, in JAX.
+
+The front end of Auto-AVSR (Ma et al. 2023, arXiv:2303.14307, Sec. 3) and of MLCommons
+algorithmic-efficiency's Conformer workload: pre-emphasis, 25 ms Hann-windowed frames every
+10 ms, power spectrum, 80 Slaney mel bands (librosa's default filterbank), natural log.
+SpecAugment (Park et al. 2019, arXiv:1904.08779, Sec. 2) masks random time and frequency
+bands. Everything is jittable and vmappable, so features are computed on the device inside
+the training step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureConfig:
+  sample_rate: int = 16000
+  n_fft: int = 512
+  win_length: int = 400     # 25 ms at 16 kHz
+  hop_length: int = 160     # 10 ms at 16 kHz
+  n_mels: int = 80
+  f_min: float = 0.0
+  f_max: float | None = None
+  preemphasis: float = 0.97
+  log_floor: float = 1e-6
+
+  def num_frames(self, num_samples: int) -> int:
+    """Frames of a signal of ``num_samples`` (frames must lie inside the signal)."""
+    return max(0, 1 + (num_samples - self.n_fft) // self.hop_length)
+
+
+def _hz_to_mel(hz):
+  """Slaney's mel scale (linear below 1 kHz, logarithmic above), as librosa with htk=False."""
+  hz = np.asarray(hz, dtype=np.float64)
+  f_sp = 200.0 / 3
+  min_log_hz, logstep = 1000.0, np.log(6.4) / 27.0
+  mel = hz / f_sp
+  return np.where(hz >= min_log_hz,
+                  min_log_hz / f_sp + np.log(np.maximum(hz, 1e-10) / min_log_hz) / logstep, mel)
+
+
+def _mel_to_hz(mel):
+  mel = np.asarray(mel, dtype=np.float64)
+  f_sp = 200.0 / 3
+  min_log_hz, logstep = 1000.0, np.log(6.4) / 27.0
+  min_log_mel = min_log_hz / f_sp
+  return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)),
+                  f_sp * mel)
+
+
+@functools.lru_cache(maxsize=16)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0,
+                   f_max: float | None = None) -> np.ndarray:
+  """Triangular Slaney-normalized mel filters, shape ``(n_fft // 2 + 1, n_mels)``."""
+  f_max = sample_rate / 2 if f_max is None else f_max
+  fft_freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+  mel_points = _mel_to_hz(np.linspace(_hz_to_mel(f_min), _hz_to_mel(f_max), n_mels + 2))
+  widths = np.diff(mel_points)
+  ramps = mel_points[:, None] - fft_freqs[None, :]
+  lower = -ramps[:-2] / widths[:-1, None]
+  upper = ramps[2:] / widths[1:, None]
+  weights = np.maximum(0, np.minimum(lower, upper))
+  weights *= (2.0 / (mel_points[2:] - mel_points[:-2]))[:, None]  # equal area per band
+  return weights.T.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _padded_window(win_length: int, n_fft: int) -> np.ndarray:
+  """Periodic Hann window of ``win_length`` centred in ``n_fft`` samples (as librosa)."""
+  n = np.arange(win_length)
+  window = 0.5 - 0.5 * np.cos(2 * np.pi * n / win_length)
+  left = (n_fft - win_length) // 2
+  return np.pad(window, (left, n_fft - win_length - left)).astype(np.float32)
+
+
+def frame(signal: jax.Array, frame_length: int, hop_length: int) -> jax.Array:
+  """``(..., samples) -> (..., frames, frame_length)`` with frames fully inside the signal."""
+  n_frames = 1 + (signal.shape[-1] - frame_length) // hop_length
+  index = hop_length * jnp.arange(n_frames)[:, None] + jnp.arange(frame_length)[None, :]
+  return signal[..., index]
+
+
+def power_spectrogram(signal: jax.Array, config: FeatureConfig = FeatureConfig()) -> jax.Array:
+  """``|FFT(window * frame)|^2`` of the pre-emphasized signal: ``(..., frames, n_fft//2+1)``."""
+  signal = signal.astype(jnp.float32)
+  if config.preemphasis:
+    signal = jnp.concatenate(
+        [signal[..., :1], signal[..., 1:] - config.preemphasis * signal[..., :-1]], axis=-1)
+  frames = frame(signal, config.n_fft, config.hop_length)
+  spectrum = jnp.fft.rfft(frames * _padded_window(config.win_length, config.n_fft), axis=-1)
+  return jnp.real(spectrum) ** 2 + jnp.imag(spectrum) ** 2
+
+
+def log_mel(signal: jax.Array, config: FeatureConfig = FeatureConfig()) -> jax.Array:
+  """Log mel filterbank energies ``(..., frames, n_mels)`` of waveforms ``(..., samples)``."""
+  mel = power_spectrogram(signal, config) @ mel_filterbank(
+      config.sample_rate, config.n_fft, config.n_mels, config.f_min, config.f_max)
+  return jnp.log(mel + config.log_floor)
+
+
+def feature_lengths(num_samples: jax.Array, config: FeatureConfig = FeatureConfig()) -> jax.Array:
+  """Valid frames of signals with ``num_samples`` real (unpadded) samples."""
+  return jnp.maximum(0, 1 + (num_samples - config.n_fft) // config.hop_length)
+
+
+def normalize(features: jax.Array, lengths: jax.Array) -> jax.Array:
+  """Per-utterance mean/variance normalization over the valid frames only (padding-invariant)."""
+  mask = (jnp.arange(features.shape[-2])[None, :] < lengths[:, None])[..., None]
+  count = jnp.maximum(lengths, 1)[:, None, None].astype(features.dtype)
+  mean = jnp.sum(features * mask, axis=-2, keepdims=True) / count
+  var = jnp.sum(((features - mean) * mask) ** 2, axis=-2, keepdims=True) / count
+  return jnp.where(mask, (features - mean) * jax.lax.rsqrt(var + 1e-5), 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecAugmentConfig:
+  """SpecAugment's LibriSpeech-basic-like policy, with time masks scaled by length."""
+  freq_masks: int = 2
+  freq_width: int = 27
+  time_masks: int = 2
+  time_width_ratio: float = 0.05   # max mask width as a fraction of the utterance
+
+
+def spec_augment(key: jax.Array, features: jax.Array, lengths: jax.Array,
+                 config: SpecAugmentConfig = SpecAugmentConfig()) -> jax.Array:
+  """Zeroes random frequency bands and time spans of ``features (batch, frames, mels)``.
+
+  Masks are drawn per utterance; time masks stay inside each utterance's valid frames.
+  """
+  batch, frames, mels = features.shape
+  k_fw, k_f0, k_tw, k_t0 = jax.random.split(key, 4)
+  fw = jax.random.randint(k_fw, (batch, config.freq_masks), 0, config.freq_width + 1)
+  f0 = (jax.random.uniform(k_f0, (batch, config.freq_masks)) * (mels - fw)).astype(jnp.int32)
+  max_tw = jnp.floor(config.time_width_ratio * lengths).astype(jnp.int32)[:, None]
+  tw = (jax.random.uniform(k_tw, (batch, config.time_masks)) * (max_tw + 1)).astype(jnp.int32)
+  t0 = (jax.random.uniform(k_t0, (batch, config.time_masks))
+        * jnp.maximum(lengths[:, None] - tw, 0)).astype(jnp.int32)
+  f = jnp.arange(mels)[None, None, :]
+  t = jnp.arange(frames)[None, None, :]
+  freq_mask = jnp.any((f >= f0[..., None]) & (f < (f0 + fw)[..., None]), axis=1)
+  time_mask = jnp.any((t >= t0[..., None]) & (t < (t0 + tw)[..., None]), axis=1)
+  keep = ~(freq_mask[:, None, :] | time_mask[:, :, None])
+  return jnp.where(keep, features, 0.0)

@@ -1,0 +1,281 @@
+"""Training and evaluation of the hybrid CTC/attention recognizer.
+
+The step is one jitted pure function of (params, other model state, optimizer state, key,
+batch): batches are split over every device of the mesh (``data`` axis, see
+``jaxrepro.mesh``), parameters are replicated. It returns per-utterance losses so a data
+sampler can learn from them. Checkpoints hold the model, optimizer, RNG key, step and the
+data iterator's state (including the sampler's), so a resumed run is bit-identical to an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from jaxrepro.checkpoint import Checkpointer
+from jaxrepro.mesh import make_mesh, replicated, shard_batch
+from jaxrepro.metrics import MetricsLogger
+from jaxrepro.progress import progress
+from sparse_sr.data.loader import BatchIterator, Dataset, Padding, Sampler, eval_batches
+from sparse_sr.decoding import (beam_search, decoder_log_prob_fn, error_rates,
+                                greedy_attention, greedy_ctc, score_candidates, strip_eos)
+from sparse_sr.losses import hybrid_loss
+from sparse_sr.model import ModelConfig, SpeechRecognizer
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  steps: int = 2000
+  batch_size: int = 32
+  learning_rate: float = 2e-3
+  warmup_steps: int = 200
+  weight_decay: float = 1e-3
+  clip_norm: float = 5.0
+  ctc_weight: float = 0.1
+  label_smoothing: float = 0.1
+  eval_every: int = 500
+  checkpoint_every: int = 500
+  log_every: int = 20
+  eval_batch_size: int = 32
+  num_buckets: int = 2       # distinct padded lengths (each compiles once)
+  seed: int = 0
+
+
+@functools.lru_cache(maxsize=8)
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+  """AdamW with linear warm-up and cosine decay, after global-norm clipping."""
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, config.learning_rate, min(config.warmup_steps, max(1, config.steps - 1)),
+      max(config.steps, 2), end_value=0.01 * config.learning_rate)
+  return optax.chain(optax.clip_by_global_norm(config.clip_norm),
+                     optax.adamw(schedule, b1=0.9, b2=0.98, weight_decay=config.weight_decay))
+
+
+@functools.lru_cache(maxsize=8)
+def make_train_step(graphdef, optimizer, config: TrainConfig):
+  """Cached, so runs with the same model and configuration share compilations.
+
+  ``step(params, other, opt_state, key, batch) -> (params, other, opt_state, metrics)``;
+  ``metrics["losses"]`` is per utterance."""
+
+  def loss_fn(params, other, key, batch):
+    model = nnx.merge(graphdef, params, other)
+    k_drop, k_aug = jax.random.split(key)
+    loss, aux = hybrid_loss(model, batch, ctc_weight=config.ctc_weight,
+                            label_smoothing=config.label_smoothing,
+                            rngs=nnx.Rngs(dropout=k_drop, augment=k_aug))
+    _, _, other = nnx.split(model, nnx.Param, ...)   # updated batch statistics
+    return loss, (aux, other)
+
+  @jax.jit
+  def step(params, other, opt_state, key, batch):
+    (loss, (aux, other)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, other, key, batch)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    metrics = {"loss": loss, "ctc": jnp.mean(aux["ctc"]), "att": jnp.mean(aux["att"]),
+               "accuracy": aux["accuracy"], "grad_norm": optax.tree.norm(grads),
+               "losses": aux["losses"]}
+    return params, other, opt_state, metrics
+  return step
+
+
+def init_model(config: ModelConfig, seed: int) -> SpeechRecognizer:
+  return SpeechRecognizer(config, rngs=nnx.Rngs(seed))
+
+
+def evaluate(model: SpeechRecognizer, dataset: Dataset, *, batch_size: int = 32,
+             beam: int = 0, ctc_weight: float = 0.3, mesh: Mesh | None = None,
+             max_utterances: int | None = None,
+             candidates: Sequence[str] | None = None) -> dict[str, Any]:
+  """WER/CER of greedy CTC, greedy attention decoding, joint CTC/attention beam search
+  when ``beam > 0``, and closed-vocabulary recognition (the best-scoring of ``candidates``
+  under the hybrid model) when given, on ``dataset``."""
+  tokenizer = dataset.tokenizer
+  graphdef, state = nnx.split(model)
+  padding = Padding.for_dataset(dataset, 1)
+  encode = _eval_fn(graphdef, padding.token_width + 1)
+
+  decoder_fn = decoder_log_prob_fn(model) if beam else None
+  if candidates:
+    candidates = sorted(set(candidates))
+    encoded = [tokenizer.encode(c) for c in candidates]
+    cand_tokens = np.zeros((len(encoded), max(map(len, encoded))), np.int32)
+    for i, ids in enumerate(encoded):
+      cand_tokens[i, :len(ids)] = ids
+    cand_len = np.asarray([len(ids) for ids in encoded], np.int32)
+    scorer = _candidate_fn(graphdef, ctc_weight)
+  refs, greedy, attention, beamed, closed = [], [], [], [], []
+  count = 0
+  for batch in eval_batches(dataset, batch_size, padding):
+    ok = batch["valid"]
+    device_batch = {k: v for k, v in batch.items() if k != "index"}
+    if mesh is not None:
+      device_batch = shard_batch(device_batch, mesh)
+    memory, valid, log_probs, att_ids = jax.device_get(encode(state, device_batch))
+    hyps = greedy_ctc(log_probs, valid)
+    if candidates:
+      choice = np.argmin(np.asarray(scorer(state, memory, valid, cand_tokens, cand_len)), 1)
+    for j in np.flatnonzero(ok):
+      if max_utterances is not None and count >= max_utterances:
+        break
+      count += 1
+      refs.append(dataset.utterances[int(batch["index"][j])].text)
+      greedy.append(tokenizer.decode(hyps[j]))
+      attention.append(tokenizer.decode(strip_eos(att_ids[j])))
+      if candidates:
+        closed.append(candidates[int(choice[j])])
+      if beam:
+        ids = beam_search(model, memory[j:j + 1], valid[j:j + 1], log_probs[j][valid[j]],
+                          beam=beam, ctc_weight=ctc_weight, decoder_fn=decoder_fn)
+        beamed.append(tokenizer.decode(ids))
+  result = {"utterances": len(refs), "greedy_ctc": error_rates(refs, greedy),
+            "greedy_attention": error_rates(refs, attention)}
+  if beam:
+    result[f"beam{beam}"] = error_rates(refs, beamed)
+  if candidates:
+    result["closed_vocabulary"] = error_rates(refs, closed)
+  result["examples"] = [{"ref": r, "greedy_ctc": g, "greedy_attention": a}
+                        | ({"beam": b} if beam else {})
+                        for r, g, a, b in zip(refs[:5], greedy[:5], attention[:5],
+                                              (beamed or greedy)[:5])]
+  return result
+
+
+@functools.lru_cache(maxsize=8)
+def _eval_fn(graphdef, max_len: int):
+  """Encoder output, CTC log-probabilities and greedy attention hypotheses (cached jit)."""
+  @jax.jit
+  def encode(state, batch):
+    m = nnx.merge(graphdef, state)
+    memory, valid = m.encode(batch)
+    attention = greedy_attention(m, memory, valid, max_len)
+    return (memory, valid, jax.nn.log_softmax(m.ctc_logits(memory).astype(jnp.float32)),
+            attention)
+  return encode
+
+
+@functools.lru_cache(maxsize=8)
+def _candidate_fn(graphdef, ctc_weight: float):
+  @jax.jit
+  def score(state, memory, valid, tokens, token_len):
+    return score_candidates(nnx.merge(graphdef, state), memory, valid, tokens, token_len,
+                            ctc_weight)
+  return score
+
+
+def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *,
+          eval_data: Dataset | None = None, mesh: Mesh | None = None,
+          workdir: str | Path | None = None, sampler: Sampler | None = None,
+          transform: Callable | None = None, quiet: bool | None = None,
+          stop_after: int | None = None) -> dict[str, Any]:
+  """Trains for ``config.steps`` steps, resuming from ``workdir``'s latest checkpoint.
+
+  ``stop_after`` ends the run early at that step (after checkpointing), as an
+  interruption would. Returns the model, final metrics, evaluations and throughput.
+  """
+  mesh = mesh or make_mesh()
+  if config.batch_size % mesh.size:
+    raise ValueError(f"batch size {config.batch_size} is not divisible by the {mesh.size} "
+                     "devices of the mesh")
+  model = init_model(model_config, config.seed)
+  graphdef, params, other = nnx.split(model, nnx.Param, ...)
+  optimizer = make_optimizer(config)
+  opt_state = optimizer.init(params)
+  iterator = BatchIterator(train_data, config.batch_size, sampler, seed=config.seed,
+                           transform=transform,
+                           padding=Padding.for_dataset(train_data, config.num_buckets))
+  state = {"params": params, "other": other, "opt_state": opt_state,
+           "key": jax.random.key(config.seed), "step": jnp.int32(0),
+           "data": iterator.state()}
+  state = jax.device_put(state, replicated(mesh))
+  ckpt = logger = None
+  if workdir is not None:
+    workdir = Path(workdir)
+    ckpt = Checkpointer(workdir / "checkpoints", save_every=config.checkpoint_every, keep=2)
+    if ckpt.latest_step() is not None:
+      state, _ = ckpt.restore(like=state)
+      iterator.load_state(jax.device_get(state["data"]))
+    logger = MetricsLogger(workdir / "metrics.jsonl")
+  step_fn = make_train_step(graphdef, optimizer, config)
+  start = int(state["step"])
+  last = config.steps if stop_after is None else min(config.steps, stop_after)
+  evaluations, history = [], []
+  audio_seconds, train_seconds = 0.0, 0.0
+  compiled_shapes = set()
+  bar = progress(total=last - start, desc="train", quiet=quiet)
+  params, other, opt_state, key = (state["params"], state["other"], state["opt_state"],
+                                   state["key"])
+  for step in range(start + 1, last + 1):
+    batch = next(iterator)
+    host_index = batch.pop("index")
+    audio_seconds_batch = float(np.sum(batch["audio_len"])) / model_config.features.sample_rate \
+        if "audio_len" in batch else float(np.sum(batch["video_len"])) / 25
+    t0 = time.perf_counter()
+    key, step_key = jax.random.split(key)
+    params, other, opt_state, metrics = step_fn(params, other, opt_state, step_key,
+                                                shard_batch(batch, mesh))
+    metrics = jax.device_get(metrics)
+    shape = tuple(v.shape for v in batch.values())
+    if shape in compiled_shapes:  # throughput excludes steps that compiled
+      train_seconds += time.perf_counter() - t0
+      audio_seconds += audio_seconds_batch
+    compiled_shapes.add(shape)
+    iterator.sampler.update(host_index, np.asarray(metrics.pop("losses")))
+    bar.update(1)
+    bar.set_postfix(loss=f"{float(metrics['loss']):.3f}")
+    if step % config.log_every == 0 or step == last:
+      record = {k: float(v) for k, v in metrics.items()}
+      record["epoch"] = iterator.epoch
+      history.append({"step": step, **record})
+      if logger:
+        logger.log(step, **record)
+    if eval_data is not None and (step % config.eval_every == 0 or step == config.steps):
+      result = evaluate(nnx.merge(graphdef, params, other), eval_data,
+                        batch_size=config.eval_batch_size, mesh=mesh)
+      evaluations.append({"step": step, **result})
+      if logger:
+        logger.log(step, eval_cer=result["greedy_ctc"]["cer"],
+                   eval_wer=result["greedy_ctc"]["wer"],
+                   eval_attention_cer=result["greedy_attention"]["cer"])
+    if ckpt is not None and (ckpt.should_save(step) or step == last):
+      ckpt.save(step, {"params": params, "other": other, "opt_state": opt_state, "key": key,
+                       "step": jnp.int32(step), "data": iterator.state()}, force=True)
+  bar.close()
+  if ckpt is not None:
+    ckpt.wait()
+    ckpt.close()
+    save_model(workdir, last, params, other)
+  return {"model": nnx.merge(graphdef, params, other), "params": params, "other": other,
+          "opt_state": opt_state, "key": key, "history": history, "evaluations": evaluations,
+          "audio_seconds": audio_seconds, "train_seconds": train_seconds,
+          "throughput": audio_seconds / train_seconds if train_seconds else None,
+          "steps": last}
+
+
+def save_model(workdir: str | Path, step: int, params, other) -> None:
+  """Writes the final weights (no optimizer or data state) to ``workdir/model``."""
+  with Checkpointer(Path(workdir) / "model", keep=1) as ckpt:
+    ckpt.save(step, {"params": params, "other": other}, force=True)
+    ckpt.wait()
+
+
+def restore_model(model_config: ModelConfig, workdir: str | Path) -> tuple[SpeechRecognizer, int]:
+  """The model saved by :func:`save_model` in ``workdir`` and its training step."""
+  abstract = nnx.eval_shape(lambda: init_model(model_config, 0))
+  graphdef, params, other = nnx.split(abstract, nnx.Param, ...)
+  with Checkpointer(Path(workdir) / "model") as ckpt:
+    step = ckpt.latest_step()
+    restored, _ = ckpt.restore(like={"params": params, "other": other})
+  return nnx.merge(graphdef, restored["params"], restored["other"]), step

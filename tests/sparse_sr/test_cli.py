@@ -1,0 +1,43 @@
+"""``jaxrepro speech make-corpus | train | eval`` end to end, and clear errors."""
+
+import json
+
+import pytest
+
+from jaxrepro.cli import main
+
+
+@pytest.mark.slow
+def test_make_corpus_train_eval(tmp_path, capsys):
+  corpus_dir = tmp_path / "corpus"
+  assert main(["--quiet", "speech", "make-corpus", "--kind", "espeak", "--out", str(corpus_dir),
+               "--hours", "0.002", "--test-utterances", "2", "--vocab-size", "20",
+               "--no-video", "--json", str(tmp_path / "corpus.json")]) == 0
+  made = json.loads((tmp_path / "corpus.json").read_text())
+  assert made["data"].startswith("embedded:espeak-ng")
+  assert made["metrics"]["test"]["utterances"] == 2
+  run = tmp_path / "run"
+  assert main(["--quiet", "speech", "train", "--data", str(corpus_dir), "--model",
+               "conformer-nano", "--steps", "2", "--batch-size", "2", "--eval-every", "2",
+               "--workdir", str(run), "--out", str(tmp_path / "out"),
+               "--json", str(tmp_path / "train.json")]) == 0
+  report = json.loads((tmp_path / "train.json").read_text())
+  assert report["metrics"]["steps"] == 2
+  assert report["metrics"]["eval"]["test"]["utterances"] == 2
+  assert (tmp_path / "out" / "loss.png").is_file() and (run / "metrics.jsonl").is_file()
+  assert main(["--quiet", "speech", "eval", "--ckpt", str(run), "--json",
+               str(tmp_path / "eval.json")]) == 0
+  evaluated = json.loads((tmp_path / "eval.json").read_text())
+  assert evaluated["metrics"]["step"] == 2
+  # the saved model reproduces the training run's own final evaluation
+  assert (evaluated["metrics"]["test"]["greedy_ctc"]
+          == report["metrics"]["eval"]["test"]["greedy_ctc"])
+
+
+def test_bad_inputs_exit_2_with_a_message(tmp_path, capsys):
+  assert main(["speech", "train", "--data", str(tmp_path / "nowhere")]) == 2
+  assert "nowhere" in capsys.readouterr().err
+  assert main(["speech", "eval", "--ckpt", str(tmp_path)]) == 2
+  assert "config.json" in capsys.readouterr().err
+  assert main(["speech", "train", "--data", str(tmp_path), "--model", "conformer-huge"]) == 2
+  assert "conformer-huge" in capsys.readouterr().err

@@ -1,0 +1,64 @@
+"""Log-mel front end against librosa; SpecAugment and normalization properties."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sparse_sr.features import (FeatureConfig, SpecAugmentConfig, feature_lengths, log_mel,
+                                mel_filterbank, normalize, spec_augment)
+
+librosa = pytest.importorskip("librosa")
+
+
+def test_mel_filterbank_matches_librosa():
+  ours = mel_filterbank(16000, 512, 80)
+  ref = librosa.filters.mel(sr=16000, n_fft=512, n_mels=80)  # Slaney scale and norm
+  np.testing.assert_allclose(ours, ref.T, rtol=1e-5, atol=1e-7)
+
+
+def test_log_mel_matches_librosa():
+  rng = np.random.default_rng(0)
+  t = np.arange(8000) / 16000
+  signal = (0.5 * np.sin(2 * np.pi * 440 * t) + 0.1 * rng.normal(size=t.size)).astype(np.float32)
+  config = FeatureConfig()
+  emphasized = np.concatenate([signal[:1], signal[1:] - 0.97 * signal[:-1]])
+  ref = librosa.feature.melspectrogram(
+      y=emphasized, sr=16000, n_fft=512, win_length=400, hop_length=160, n_mels=80,
+      center=False, power=2.0, window="hann")
+  ours = np.asarray(log_mel(jnp.asarray(signal), config))
+  assert ours.shape == (config.num_frames(signal.size), 80) == ref.T.shape
+  np.testing.assert_allclose(ours, np.log(ref.T + config.log_floor), atol=2e-3, rtol=1e-4)
+
+
+def test_feature_lengths_count_frames_inside_the_signal():
+  config = FeatureConfig()
+  lengths = np.asarray(feature_lengths(jnp.asarray([511, 512, 672, 16000]), config))
+  np.testing.assert_array_equal(lengths, [0, 1, 2, 1 + (16000 - 512) // 160])
+
+
+def test_normalize_ignores_padding():
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(1, 30, 4)).astype(np.float32)
+  padded = np.concatenate([x, rng.normal(size=(1, 10, 4)).astype(np.float32)], axis=1)
+  a = normalize(jnp.asarray(x), jnp.asarray([30]))
+  b = normalize(jnp.asarray(padded), jnp.asarray([30]))
+  np.testing.assert_allclose(a, b[:, :30], atol=1e-6)
+  assert np.all(np.asarray(b[:, 30:]) == 0)
+  np.testing.assert_allclose(np.asarray(a).mean(axis=1), 0, atol=1e-5)
+
+
+def test_spec_augment_masks_bands_within_utterances():
+  features = jnp.ones((3, 100, 80))
+  lengths = jnp.asarray([100, 60, 20])
+  config = SpecAugmentConfig(freq_masks=2, freq_width=10, time_masks=2, time_width_ratio=0.1)
+  out = np.asarray(spec_augment(jax.random.key(0), features, lengths, config))
+  for i, length in enumerate([100, 60, 20]):
+    masked_freq = np.all(out[i] == 0, axis=0)
+    masked_time = np.all(out[i] == 0, axis=1)
+    assert masked_freq.sum() <= 2 * 10
+    assert masked_time.sum() <= 2 * int(0.1 * length)
+    assert not masked_time[length:].any()  # padding frames are not chosen
+  again = np.asarray(spec_augment(jax.random.key(0), features, lengths, config))
+  np.testing.assert_array_equal(out, again)
+  assert (out == 0).any()
