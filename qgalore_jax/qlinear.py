@@ -33,10 +33,12 @@ class QLinear(nnx.Module):
   def from_linear(cls, linear: nnx.Linear, *, bits: int = 8,
                   group_size: int = DEFAULT_GROUP_SIZE) -> "QLinear":
     """Quantizes an existing ``nnx.Linear`` (round to nearest)."""
-    layer = nnx.eval_shape(lambda: cls(1, 1, use_bias=False, rngs=nnx.Rngs(0)))
-    layer.kernel = nnx.Param(quantize(linear.kernel.get_value(), bits, group_size))
-    layer.bias = (nnx.Param(linear.bias.get_value()) if linear.bias is not None else None)
-    layer.dtype = linear.dtype
+    kernel = linear.kernel.get_value()
+    layer = cls(*kernel.shape, use_bias=linear.bias is not None, bits=bits,
+                group_size=group_size, kernel_init=lambda *_: kernel, dtype=linear.dtype,
+                rngs=nnx.Rngs(0))
+    if linear.bias is not None:
+      layer.bias.set_value(linear.bias.get_value())
     return layer
 
   def __call__(self, x: jax.Array) -> jax.Array:

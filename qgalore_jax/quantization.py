@@ -114,9 +114,10 @@ def quantize(x: jax.Array, bits: int = 8, group_size: int = DEFAULT_GROUP_SIZE, 
     scaled = groups / scale
     offset = zero
   else:
-    span = hi - lo
-    # a constant group gets scale 1 and stores its value in the zero-point exactly
-    scale = jnp.where(span > 0, span / levels, 1.0)
+    scale = (hi - lo) / levels
+    # a constant group (or one whose step would underflow) gets scale 1: every code is 0 and
+    # the zero-point alone stores the value
+    scale = jnp.where(scale >= jnp.finfo(jnp.float32).tiny, scale, 1.0)
     zero = -lo / scale
     scaled = (groups - lo) / scale
     offset = 0.0
