@@ -12,6 +12,7 @@ the uninterrupted loss curve bit for bit.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -101,8 +102,10 @@ def loss_fn(graphdef, params, tokens: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
 
 
+@functools.lru_cache(maxsize=8)
 def build(model_config: LlamaConfig, opt_config: OptimizerConfig, seed: int = 0) -> Trainer:
-  """Initializer and jitted train step for one model and optimizer."""
+  """Initializer and jitted train step for one model and optimizer (cached, so repeated runs
+  in one process reuse the compiled step)."""
   abstract = nnx.eval_shape(lambda: Llama(model_config, rngs=nnx.Rngs(seed)))
   graphdef, abstract_params = nnx.split(abstract)
   optimizer = make_optimizer(opt_config, abstract_params)
