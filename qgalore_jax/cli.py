@@ -142,11 +142,12 @@ def _cmd_memory(args: argparse.Namespace) -> int:
   if args.compiled:
     compiled = {name: _compiled_step_memory(config, memory.paper_optimizer(name, config_name),
                                             args.batch, args.seq) for name in names}
-  print(f"{config_name}, batch {args.batch} x seq {args.seq}, bf16 + remat (GB):")
+  unit, div = ("GB", 1e9) if max(r["total"] for r in table.values()) > 1e9 else ("MB", 1e6)
+  print(f"{config_name}, batch {args.batch} x seq {args.seq}, bf16 + remat ({unit}):")
   keys = list(next(iter(table.values())))
   print(f"{'optimizer':>10} " + " ".join(f"{k:>17}" for k in keys))
   for name, row in table.items():
-    print(f"{name:>10} " + " ".join(f"{row[k] / 1e9:>17.3f}" for k in keys))
+    print(f"{name:>10} " + " ".join(f"{row[k] / div:>17.3f}" for k in keys))
   report = Report(name="qgalore_memory", command="jaxrepro qgalore memory",
                   config={"config": config_name, "batch": args.batch, "seq": args.seq,
                           "optimizers": names, "dtype": "bfloat16", "remat": True},

@@ -42,13 +42,19 @@ class OptimizerConfig:
   update_proj_gap: int = 200
   scale: float = 0.25
   b1: float = 0.9
-  b2: float = 0.999
+  b2: float | None = None  # None: the official scripts' 0.999 (0.95 for Q-GaLore)
   weight_decay: float = 0.0
   warmup_steps: int = 0
   total_steps: int = 0  # > 0: cosine decay to 10% (the scripts' schedule)
   cos_threshold: float = 0.4
   gamma_proj: float = 2.0
   queue_size: int = 5
+
+  @property
+  def resolved_b2(self) -> float:
+    if self.b2 is not None:
+      return self.b2
+    return 0.95 if self.name == "qgalore" else 0.999
 
 
 def schedule(cfg: OptimizerConfig) -> optax.Schedule:
@@ -64,20 +70,20 @@ def make_optimizer(cfg: OptimizerConfig, params: Any) -> optax.GradientTransform
   if cfg.name not in OPTIMIZERS:
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {cfg.name!r}")
   lr = schedule(cfg)
-  adamw = optax.adamw(lr, cfg.b1, cfg.b2, weight_decay=cfg.weight_decay)
+  adamw = optax.adamw(lr, cfg.b1, cfg.resolved_b2, weight_decay=cfg.weight_decay)
   if cfg.name == "adamw":
     return adamw
   if cfg.name == "adam8bit":
-    return adam_8bit(lr, cfg.b1, cfg.b2, weight_decay=cfg.weight_decay)
+    return adam_8bit(lr, cfg.b1, cfg.resolved_b2, weight_decay=cfg.weight_decay)
   if cfg.name == "galore":
     low_rank = galore(lr, cfg.rank, cfg.update_proj_gap, cfg.scale, cfg.weight_decay,
-                      b1=cfg.b1, b2=cfg.b2)
+                      b1=cfg.b1, b2=cfg.resolved_b2)
   else:
     low_rank = qgalore(lr, cfg.rank, cfg.update_proj_gap, cfg.scale, cfg.weight_decay,
-                       b1=cfg.b1, b2=cfg.b2, cos_threshold=cfg.cos_threshold,
+                       b1=cfg.b1, b2=cfg.resolved_b2, cos_threshold=cfg.cos_threshold,
                        gamma_proj=cfg.gamma_proj, queue_size=cfg.queue_size)
     # the official Q-GaLore uses 8-bit Adam for the non-projected leaves too
-    adamw = adam_8bit(lr, cfg.b1, cfg.b2, weight_decay=cfg.weight_decay)
+    adamw = adam_8bit(lr, cfg.b1, cfg.resolved_b2, weight_decay=cfg.weight_decay)
   return optax.partition({"galore": low_rank, "adamw": adamw}, projected_labels(params))
 
 
@@ -92,7 +98,8 @@ class Trainer(NamedTuple):
   graphdef: Any
   optimizer: optax.GradientTransformation
   init: Callable[[], TrainState]
-  step: Callable[[TrainState, jax.Array], tuple[TrainState, jax.Array]]
+  step: Callable[[TrainState, jax.Array], tuple[TrainState, jax.Array]]  # jitted, donates
+  step_fn: Callable[[TrainState, jax.Array], tuple[TrainState, jax.Array]]  # not jitted
 
 
 def loss_fn(graphdef, params, tokens: jax.Array) -> jax.Array:
@@ -130,7 +137,8 @@ def build(model_config: LlamaConfig, opt_config: OptimizerConfig, seed: int = 0)
     return TrainState(params, opt_state, key, state.step + 1), loss
 
   # a jitted init returns distinct buffers, which the donating step requires
-  return Trainer(graphdef, optimizer, jax.jit(init), jax.jit(train_step, donate_argnums=0))
+  return Trainer(graphdef, optimizer, jax.jit(init), jax.jit(train_step, donate_argnums=0),
+                 train_step)
 
 
 def model_config(name: str, *, vocab_size: int | None = None, max_seq_len: int | None = None,
