@@ -23,7 +23,7 @@ OPTIMIZERS = {"adamw": 3e-3, "galore": 0.01, "qgalore": 0.01, "adam8bit": 3e-3}
 
 def _compare(quick: bool) -> dict:
   from qgalore_jax.cli import run_pretrain
-  steps = 40 if quick else 600
+  steps = 30 if quick else 600
   common = dict(batch=8, seq=64, vocab=256, rank=16, gap=20, max_chars=400_000, quiet=True)
   rows, steppers = {}, {}
   for name, lr in OPTIMIZERS.items():
@@ -58,7 +58,7 @@ def _interleaved_medians(steppers: dict, tokens, rounds: int = 5) -> dict[str, f
 
 def _svd_savings(quick: bool) -> dict:
   from qgalore_jax.cli import run_pretrain
-  steps = 120 if quick else 2000
+  steps = 200 if quick else 2000
   common = dict(batch=4, seq=32, vocab=256, rank=8, gap=20, max_chars=200_000, quiet=True)
   galore = run_pretrain("tiny", "galore", steps, lr=0.01, **common)
   qgalore = run_pretrain("tiny", "qgalore", steps, lr=0.01, **common)
