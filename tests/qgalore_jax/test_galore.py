@@ -239,6 +239,7 @@ def test_partition_with_llama_labels_and_svd_counts():
   assert all("attn" in k or "mlp" in k for k in counts["per_layer"])
 
 
+@pytest.mark.slow
 def test_fsdp_sharded_gradients_give_the_same_update():
   from jaxrepro.testing import run_with_devices
   out = run_with_devices("""

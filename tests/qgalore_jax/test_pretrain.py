@@ -76,6 +76,7 @@ def test_cli_json_and_bad_input(tmp_path):
   assert bad.returncode == 2 and "no such file" in bad.stderr
 
 
+@pytest.mark.slow
 def test_example_runs():
   example = Path(__file__).resolve().parents[2] / "examples" / "qgalore_custom_loop.py"
   proc = subprocess.run([sys.executable, str(example), "--steps", "20"], capture_output=True,
