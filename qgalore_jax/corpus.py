@@ -9,7 +9,6 @@ so a resumed run reads exactly the batches the uninterrupted run would have read
 from __future__ import annotations
 
 import json
-import sys
 import sysconfig
 from pathlib import Path
 
@@ -99,6 +98,3 @@ class TokenBatches:
     starts = index * self.seq_len
     return np.stack([self.tokens[s:s + self.seq_len + 1] for s in starts])
 
-
-def describe_python() -> str:
-  return f"CPython {sys.version.split()[0]}"

@@ -258,8 +258,9 @@ def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: float = 
   ``optax.contrib.scale_by_galore``. Use :func:`qgalore_jax.projected_labels` with
   ``optax.partition`` to send embeddings, norms and the LM head to AdamW instead.
   """
-  cfg = _Config(rank, update_proj_gap, scale, proj_side, None, DEFAULT_GROUP_SIZE, False,
-                False, 0.0, 1.0, 1)
+  cfg = _Config(rank, update_proj_gap, scale, proj_side, projector_bits=None,
+                projector_group_size=DEFAULT_GROUP_SIZE, official_zero_point_clamp=False,
+                lazy=False, cos_threshold=0.0, gamma_proj=1.0, queue_size=1)
   return _scale_by_low_rank(cfg, scale_by_adam_official(b1, b2, eps, eps_placement))
 
 
@@ -285,7 +286,8 @@ def scale_by_qgalore(rank: int = 256, update_proj_gap: int = 200, scale: float =
   if eps_placement not in EPS_PLACEMENTS:
     raise ValueError(f"eps_placement must be one of {EPS_PLACEMENTS}, got {eps_placement!r}")
   cfg = _Config(rank, update_proj_gap, scale, proj_side, projector_bits, projector_group_size,
-                official_zero_point_clamp, True, cos_threshold, gamma_proj, queue_size)
+                official_zero_point_clamp, lazy=True, cos_threshold=cos_threshold,
+                gamma_proj=gamma_proj, queue_size=queue_size)
   if moments_8bit:
     inner = scale_by_adam_8bit(b1, b2, eps, block_size=block_size, eps_placement=eps_placement)
   else:

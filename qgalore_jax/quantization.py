@@ -181,8 +181,6 @@ def apply_updates_sr(params: Any, updates: Any, key: jax.Array, *,
       new_leaves.append(quantize(value, param.bits, param.group_size,
                                  key=jax.random.fold_in(key, index),
                                  official_zero_point_clamp=official_zero_point_clamp))
-    elif param is None:
-      new_leaves.append(None)
     else:
       new_leaves.append(jnp.asarray(param + update).astype(jnp.asarray(param).dtype))
   return treedef.unflatten(new_leaves)

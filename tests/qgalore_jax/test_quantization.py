@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 from flax import nnx
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
