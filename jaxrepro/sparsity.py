@@ -24,6 +24,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 ELEMENT = "element"
@@ -69,6 +70,11 @@ def _score_by_mask(x: jax.Array, mask: jax.Array) -> jax.Array:
 def top_k_mask(scores: jax.Array, k: jax.Array | int) -> jax.Array:
   """Boolean mask of the ``k`` largest scores (ties: lower flat index first); ``k`` may be traced."""
   flat = scores.ravel()
+  if isinstance(k, int):  # static k: lax.top_k compiles much faster than a full sort on CPU
+    if k <= 0:
+      return jnp.zeros(scores.shape, bool)
+    _, idx = jax.lax.top_k(flat, min(k, flat.size))
+    return jnp.zeros(flat.shape, bool).at[idx].set(True).reshape(scores.shape)
   order = jnp.argsort(-flat, stable=True)
   ranks = jnp.zeros(flat.shape, jnp.int32).at[order].set(jnp.arange(flat.size, dtype=jnp.int32))
   return (ranks < k).reshape(scores.shape)
@@ -140,10 +146,12 @@ def mask_density(masks: Any, params: Any) -> jax.Array:
 
 def count_nonzero(params: Any, masks: Any | None = None) -> int:
   """Weights counted as non-zero: active mask entries times kernel size, dense leaves in full."""
+  sizes = [math.prod(p.shape) for p in jax.tree.leaves(params)]
   if masks is None:
-    return int(sum(p.size for p in jax.tree.leaves(params)))
-  return int(sum(int(jnp.sum(jnp.broadcast_to(m, p.shape))) for m, p in
-                 zip(jax.tree.leaves(masks), jax.tree.leaves(params))))
+    return int(sum(sizes))
+  # Each mask entry stands for size / mask.size weights (a whole kernel at kernel granularity).
+  return int(sum(int(np.sum(np.asarray(m))) * (n // max(np.size(m), 1))
+                 for m, n in zip(jax.tree.leaves(masks), sizes)))
 
 
 def prune_and_regrow(key: jax.Array, mask: jax.Array, param: jax.Array, drop_fraction: jax.Array,

@@ -30,11 +30,13 @@ def _params(key):
 
 def test_top_k_mask_matches_numpy_sort():
   scores = np.random.default_rng(0).normal(size=(7, 5)).astype(np.float32)
-  for k in (0, 1, 13, 35):
-    got = np.asarray(sparsity.top_k_mask(jnp.asarray(scores), k))
+  scores[0, :3] = scores[1, 0]                            # ties: lower flat index first
+  traced = jax.jit(sparsity.top_k_mask)
+  for k in (0, 1, 3, 13, 35):
     expected = np.zeros(scores.size, bool)
     expected[np.argsort(-scores.ravel(), kind="stable")[:k]] = True
-    np.testing.assert_array_equal(got, expected.reshape(scores.shape))
+    for got in (sparsity.top_k_mask(jnp.asarray(scores), k), traced(jnp.asarray(scores), k)):
+      np.testing.assert_array_equal(np.asarray(got), expected.reshape(scores.shape))
 
 
 def test_mask_shapes_follow_granularity():
