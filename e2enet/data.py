@@ -112,8 +112,12 @@ def remap_labels(label: np.ndarray, keep: Sequence[int]) -> np.ndarray:
 
 def load_case(image_path: str | os.PathLike, label_path: str | os.PathLike | None = None, *,
               modality: str = "CT", num_classes: int | None = None,
+              label_values: Sequence[int] | None = None,
               target_spacing: Sequence[float] | None = None) -> Case:
   """Loads, checks, resamples and normalizes an image (and its label map).
+
+  Label values become classes 1..K-1: ``label_values`` in that order, else the ``num_classes - 1``
+  most frequent values, else every value present.
 
   Raises ``ValueError`` when image and label disagree in shape or affine, or when the label map
   is not integer-valued; ``FileNotFoundError`` when a file is missing.
@@ -131,8 +135,12 @@ def load_case(image_path: str | os.PathLike, label_path: str | os.PathLike | Non
     if not np.all(np.equal(np.mod(label_raw, 1), 0)) or label_raw.min() < 0:
       raise ValueError(f"label {label_path} must hold non-negative integers")
     label_raw = label_raw.astype(np.int64)
-    keep = (most_frequent_labels(label_raw, num_classes) if num_classes
-            else tuple(int(v) for v in np.unique(label_raw) if v > 0))
+    if label_values:
+      keep = tuple(label_values)
+    elif num_classes:
+      keep = most_frequent_labels(label_raw, num_classes)
+    else:
+      keep = tuple(int(v) for v in np.unique(label_raw) if v > 0)
     label = remap_labels(label_raw, keep)
   if target_spacing is not None:
     image = resample(image, spacing, target_spacing, order=3)

@@ -95,3 +95,23 @@ def sliding_window_predict(predict_fn: Callable[[jax.Array], jax.Array], image: 
       norm[s] += weight
   out = acc / norm[..., None]
   return out[:size[0], :size[1], :size[2]]
+
+
+def full_resolution_predictor(graphdef, params, mirror_axes: Sequence[int] = ()
+                              ) -> Callable[[jax.Array], jax.Array]:
+  """A jitted ``windows -> probabilities`` for an NNX segmentation model (first head only)."""
+  from flax import nnx
+
+  def logits(x):
+    return nnx.merge(graphdef, params)(x)[0]
+  return jax.jit(mirrored_softmax(logits, mirror_axes))
+
+
+def segment(graphdef, params, image: np.ndarray, patch: Sequence[int], num_classes: int, *,
+            step: float = 0.5, mirror_axes: Sequence[int] = (), batch_size: int = 2,
+            quiet: bool | None = None) -> np.ndarray:
+  """Label map (D, H, W) of a (D, H, W, C) volume by Gaussian-weighted sliding windows."""
+  predict = full_resolution_predictor(graphdef, params, mirror_axes)
+  probs = sliding_window_predict(predict, image, patch, num_classes, step=step,
+                                 batch_size=batch_size, quiet=quiet)
+  return np.argmax(probs, axis=-1).astype(np.int32)
