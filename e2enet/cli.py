@@ -71,13 +71,14 @@ def _train_config(args: argparse.Namespace):
                      num_classes=args.num_classes, seed=args.seed, **values)
 
 
-def evaluate(result, case, *, mirror_axes=(), quiet=None) -> dict:
+def evaluate(result, case, *, mirror_axes=(), quiet=None, batch_size: int = 4) -> dict:
   """Sliding-window segmentation of ``case`` with Dice/HD95 per class and timings."""
   from e2enet import metrics
   from e2enet.inference import segment
   t0 = time.perf_counter()
   pred = segment(result.graphdef, result.params, case.image, result.config.patch,
-                 result.model_config.num_classes, mirror_axes=mirror_axes, quiet=quiet)
+                 result.model_config.num_classes, mirror_axes=mirror_axes, quiet=quiet,
+                 batch_size=batch_size)
   seconds = time.perf_counter() - t0
   k = result.model_config.num_classes
   dice = metrics.dice_per_class(pred, case.label, k)
@@ -103,6 +104,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
   counts = param_counts(result.params, result.masks)
   scores = evaluate(result, case)
   scores.pop("prediction")
+  inference_seconds = scores.pop("inference_seconds")
   report = Report(name="e2enet_train", command="jaxrepro e2enet train", config=dataclasses.asdict(cfg),
                   data=source.describe(),
                   metrics={"params_dense": counts["dense"], "params_nonzero": counts["nonzero"],
@@ -110,7 +112,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                            "evaluated_on": "the training volume (one labelled volume)",
                            **scores},
                   timings={"train_seconds": result.seconds,
-                           "inference_seconds": scores.pop("inference_seconds")})
+                           "inference_seconds": inference_seconds})
   print(f"{cfg.model}: loss {report.metrics['final_loss']}, mean Dice {scores['mean_dice']:.4f}, "
         f"params {counts['nonzero']:,} non-zero of {counts['dense']:,}")
   if args.out:
@@ -159,28 +161,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
   return 0
 
 
-def parameter_report() -> dict:
-  """Dense and non-zero counts of E2ENet (1 channel, 16 classes, 5 pools of 2) and variants."""
-  import jax
-  from flax import nnx
-  from e2enet.model import build_model, config_for, dsff_granularity, param_counts
-  from jaxrepro import sparsity
-  out = {}
-  for variant in ("e2enet", "e2enet-noshift", "e2enet-333", "unet"):
-    cfg = config_for(variant)
-    params = nnx.state(nnx.eval_shape(lambda: build_model(cfg, rngs=nnx.Rngs(0))), nnx.Param)
-    out[variant] = {"dense": param_counts(params)["dense"]}
-    if variant == "e2enet":
-      draw = jax.jit(lambda k: [sparsity.init_masks(k, params, 1 - s, dsff_granularity)
-                                for s in (0.8, 0.7)])
-      for s, masks in zip((0.8, 0.7), draw(jax.random.key(0))):
-        out[variant][f"sparsity_{s}"] = param_counts(params, masks)["nonzero"]
-  return out
-
-
 def _cmd_count(args: argparse.Namespace) -> int:
+  from e2enet.model import paper_parameter_counts
   from jaxrepro.bench import Report
-  counts = parameter_report()
+  counts = paper_parameter_counts()
   e2e = counts["e2enet"]
   for variant, c in counts.items():
     print(f"{variant:>15}: " + ", ".join(f"{k} {v:,} ({v / 1e6:.3f}M)" for k, v in c.items()))

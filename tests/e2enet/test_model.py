@@ -9,7 +9,8 @@ from flax import nnx
 from e2enet import shift
 from e2enet.flops import analytic_macs
 from e2enet.model import (E2ENetConfig, build_model, config_for, dsff_granularity, fusion_nodes,
-                          init_params, param_counts, unet_config)
+                          init_params, paper_parameter_counts, param_counts,
+                          unet_config)
 from jaxrepro import sparsity
 
 
@@ -50,17 +51,19 @@ def _abstract_params(cfg):
 
 
 def test_parameter_counts_match_the_paper():
-  params = _abstract_params(E2ENetConfig(in_channels=1, num_classes=16))
-  counts = {"dense": param_counts(params)["dense"]}
-  # Only the shapes of params are read: one compiled mask draw, no weights allocated.
-  draw = jax.jit(lambda k: [sparsity.init_masks(k, params, 1 - s, dsff_granularity)
-                            for s in (0.8, 0.7)])
-  for s, masks in zip((0.8, 0.7), draw(jax.random.key(0))):
-    counts[s] = param_counts(params, masks)["nonzero"]
+  counts = paper_parameter_counts()["e2enet"]
   # Paper (arXiv:2312.04727, Table 1 / Sec. 4): 23.90M dense, 9.44M at S=0.8, 11.25M at S=0.7.
   assert round(counts["dense"] / 1e6, 2) == 23.90
-  assert abs(counts[0.8] - 9.44e6) <= 0.01e6
-  assert round(counts[0.7] / 1e6, 2) == 11.25
+  assert abs(counts["sparsity_0.8"] - 9.44e6) <= 0.01e6
+  assert round(counts["sparsity_0.7"] / 1e6, 2) == 11.25
+  # Independent closed form: every fusion conv / ConvT kernel set keeps round(d * in * out).
+  params = _abstract_params(E2ENetConfig())
+  masked = 0
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    if dsff_granularity(path, leaf):
+      n_kernels = leaf.shape[-1] * leaf.shape[-2]
+      masked += (n_kernels - round(0.2 * n_kernels)) * math.prod(leaf.shape[:-2])
+  assert counts["sparsity_0.8"] == counts["dense"] - masked
 
 
 def test_masks_cover_exactly_fusion_convs_and_transposed_convs():

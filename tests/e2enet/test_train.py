@@ -22,6 +22,7 @@ def _case():
   return Case(image, label, (1.0, 1.0, 1.0), np.eye(4))
 
 
+@pytest.mark.slow  # ~30-80 s on 2 shared cores (two 3D train-step compiles)
 def test_training_resumes_bit_exactly_with_masks_and_sampler(tmp_path):
   cfg = TrainConfig(model="e2enet", sparsity=0.5, steps=4, patch=(4, 8, 8), batch_size=2,
                     num_classes=3, base_channels=4, max_channels=8, max_pools=1,
