@@ -7,8 +7,9 @@
   the *non-zero* weights, the paper's convention (E2ENet, arXiv:2312.04727, Table 1 counts MACs of
   the sparse model; norms and activations are not counted). Found by walking the jaxpr: each
   ``conv_general_dilated`` contributes ``outputs * in_features * kernel_volume / lhs_dilation``
-  (a transposed conv lowers to an input-dilated conv, whose zero taps are not real work),
-  scaled by the density of the weight leaf that feeds it.
+  (an input-dilated conv's zero taps are not real work) and each ``dot_general`` (our
+  transposed convs are einsums) ``outputs * contracted size``, scaled by the density of the
+  weight leaf that feeds it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ def _walk(jaxpr, sources: dict, densities: list[float]) -> float:
       dilation = math.prod(eqn.params.get("lhs_dilation") or (1,))
       dense = math.prod(eqn.outvars[0].aval.shape) * in_features * volume / dilation
       leaf = sources.get(rhs)
+      macs += dense * (densities[leaf] if leaf is not None else 1.0)
+    elif name == "dot_general":
+      # Einsum-style layers (the transposed convs): outputs x contracted size.
+      (contract, _), _ = eqn.params["dimension_numbers"]
+      lhs = eqn.invars[0]
+      dense = math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs.aval.shape[i] for i in contract)
+      leaf = next((sources[v] for v in eqn.invars[:2]
+                   if not isinstance(v, jex_core.Literal) and v in sources), None)
       macs += dense * (densities[leaf] if leaf is not None else 1.0)
     elif name in _PASS_THROUGH and eqn.invars and eqn.invars[0] in sources:
       sources[eqn.outvars[0]] = sources[eqn.invars[0]]

@@ -154,6 +154,21 @@ def count_nonzero(params: Any, masks: Any | None = None) -> int:
                  for m, n in zip(jax.tree.leaves(masks), sizes)))
 
 
+def nonzero_at_density(params: Any, density: float, granularity: GranularityFn) -> int:
+  """Weights left non-zero by :func:`init_masks` or :func:`magnitude_masks` (layer scope) at
+  ``density``, from shapes only: ``round(density * mask_size)`` entries per sparse leaf."""
+  leaves, shapes, _ = _masked_leaves(params, granularity)
+  total = 0
+  for leaf, shape in zip(leaves, shapes):
+    size = math.prod(leaf.shape)
+    if shape:
+      entries = math.prod(shape)
+      total += round(density * entries) * (size // entries)
+    else:
+      total += size
+  return total
+
+
 def prune_and_regrow(key: jax.Array, mask: jax.Array, param: jax.Array, drop_fraction: jax.Array,
                      *, grad: jax.Array | None = None, regrow: str = "random"
                      ) -> tuple[jax.Array, jax.Array]:

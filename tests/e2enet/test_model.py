@@ -9,7 +9,7 @@ from flax import nnx
 from e2enet import shift
 from e2enet.flops import analytic_macs
 from e2enet.model import (E2ENetConfig, build_model, config_for, dsff_granularity, fusion_nodes,
-                          init_params, paper_parameter_counts, param_counts,
+                          UpConv, init_params, paper_parameter_counts, param_counts,
                           unet_config)
 from jaxrepro import sparsity
 
@@ -56,7 +56,7 @@ def test_parameter_counts_match_the_paper():
   assert round(counts["dense"] / 1e6, 2) == 23.90
   assert abs(counts["sparsity_0.8"] - 9.44e6) <= 0.01e6
   assert round(counts["sparsity_0.7"] / 1e6, 2) == 11.25
-  # Independent closed form: every fusion conv / ConvT kernel set keeps round(d * in * out).
+  # Independent count: every fusion conv / ConvT keeps round(0.2 * in * out) kernels.
   params = _abstract_params(E2ENetConfig())
   masked = 0
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
@@ -64,6 +64,14 @@ def test_parameter_counts_match_the_paper():
       n_kernels = leaf.shape[-1] * leaf.shape[-2]
       masked += (n_kernels - round(0.2 * n_kernels)) * math.prod(leaf.shape[:-2])
   assert counts["sparsity_0.8"] == counts["dense"] - masked
+  # ... which is what the random kernel masks of the DSFF optimizer hold (one fusion layer).
+  node = params["nodes"][14]["blocks"][0]["conv"]
+  mask = sparsity.init_masks(jax.random.key(0), node, 0.2, dsff_granularity_anywhere)["kernel"]
+  assert mask.shape == (96, 48) and int(mask.sum()) == round(0.2 * 96 * 48)
+
+
+def dsff_granularity_anywhere(path, leaf):
+  return sparsity.KERNEL if "kernel" in sparsity.path_names(path) else None
 
 
 def test_masks_cover_exactly_fusion_convs_and_transposed_convs():
@@ -137,3 +145,18 @@ def test_init_statistics_and_analytic_macs():
       params)
   sparse_macs = analytic_macs(apply, params, x, masks)
   assert sparse_macs == enc + fusion - 8 * 8 * 4 * v1 * 0.75 + head
+
+
+def test_upconv_is_a_stride_equals_kernel_transposed_conv():
+  up = UpConv(3, 4, (1, 2, 2), rngs=nnx.Rngs(0))
+  x = np.random.default_rng(0).normal(size=(2, 3, 2, 3, 3)).astype(np.float32)
+  w = np.asarray(up.kernel[...])
+  expected = np.zeros((2, 3, 4, 6, 4), np.float32)   # PyTorch: out[s*d + a] = x[d] @ W[a]
+  for d, h, ww, a, b in np.ndindex(3, 2, 3, 2, 2):
+    expected[:, d, 2 * h + a, 2 * ww + b] = x[:, d, h, ww] @ w[0, a, b]
+  np.testing.assert_allclose(np.asarray(up(jnp.asarray(x))), expected, rtol=1e-5, atol=1e-6)
+  # Flax's ConvTranspose (lax.conv_transpose) is the same map with a spatially flipped kernel.
+  flax_up = nnx.ConvTranspose(3, 4, (1, 2, 2), strides=(1, 2, 2), padding="VALID",
+                              use_bias=False, rngs=nnx.Rngs(0))
+  flax_up.kernel[...] = jnp.asarray(w[::-1, ::-1, ::-1])
+  np.testing.assert_allclose(np.asarray(flax_up(jnp.asarray(x))), expected, rtol=1e-5, atol=1e-6)

