@@ -93,3 +93,13 @@ def test_embedded_mni_tissue_case():
   assert case.image.shape == (95, 117, 99, 1) and case.spacing == (2.0, 2.0, 2.0)
   assert set(np.unique(case.label)) == {0, 1, 2}
   assert 0.05 < (case.label == 1).mean() < 0.4 and 0.05 < (case.label == 2).mean() < 0.4
+
+
+def test_resample_to_target_spacing():
+  label = np.zeros((4, 6, 6), np.int32)
+  label[1:3, 2:5, 1:4] = 7
+  assert data.resample(label, (3.0, 1.0, 1.0), (1.5, 2.0, 1.0), order=0).shape == (8, 3, 6)
+  # Nearest-neighbour upsampling by an integer factor (voxel-centre grid) repeats slices.
+  out = data.resample(label, (3.0, 1.0, 1.0), (1.5, 1.0, 1.0), order=0)
+  np.testing.assert_array_equal(out, np.repeat(label, 2, axis=0))
+  assert data.resample(label, (1, 1, 1), (1, 1, 1), order=3) is label
