@@ -321,12 +321,13 @@ def dynamic_sparsity(inner: optax.GradientTransformation, *, density: float,
     def stay(_):
       return state.masks, updates, inner_state
 
-    due = jnp.asarray(update_frequency > 0)
     if update_frequency > 0:
       due = (count % update_frequency) == 0
       if end_step is not None:
         due = due & (count <= end_step)
-    masks, updates, inner_state = jax.lax.cond(due, explore, stay, None)
+      masks, updates, inner_state = jax.lax.cond(due, explore, stay, None)
+    else:  # static masks (pruning at init): nothing to explore
+      masks = state.masks
     return updates, DynamicSparsityState(count, key, masks, inner_state)
 
   return optax.GradientTransformation(init_fn, update_fn)
