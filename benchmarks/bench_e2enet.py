@@ -65,7 +65,7 @@ def _settings(quick: bool) -> dict:
   if quick:
     return {"patch": (16, 32, 32), "base_channels": 8, "max_channels": 64, "steps": 12,
             "flop_patch": (32, 64, 64)}
-  return {"patch": (16, 64, 64), "base_channels": 16, "max_channels": 128, "steps": 150,
+  return {"patch": (16, 48, 48), "base_channels": 12, "max_channels": 96, "steps": 80,
           "flop_patch": (64, 128, 128)}
 
 
