@@ -287,8 +287,10 @@ def dynamic_sparsity(inner: optax.GradientTransformation, *, density: float,
     if params is None:
       raise ValueError("dynamic_sparsity needs params (weights are pruned by magnitude)")
     grads = updates
+    # The inner optimizer sees the sparse model only (weight decay included), so its moments
+    # stay exactly zero on inactive entries.
     inner_updates, inner_state = inner.update(apply_masks(grads, state.masks), state.inner_state,
-                                              params)
+                                              apply_masks(params, state.masks))
     # Inactive weights go to exactly zero (also on the first step, when params start dense).
     updates = jax.tree.map(lambda u, p, m: jnp.where(m, u, -p), inner_updates, params,
                            state.masks)

@@ -140,7 +140,8 @@ def _run(tx, params, steps, key):
 
 def test_dynamic_sparsity_keeps_inactive_zero_and_density_constant():
   params = _params(jax.random.key(0))
-  tx = sparsity.dynamic_sparsity(optax.sgd(0.1, momentum=0.9), density=0.3,
+  inner = optax.chain(optax.add_decayed_weights(0.1), optax.sgd(0.1, momentum=0.9))
+  tx = sparsity.dynamic_sparsity(inner, density=0.3,
                                  granularity=_conv_granularity, update_frequency=3,
                                  drop_fraction=sparsity.cosine_drop_fraction(0.5, 12))
   history = _run(tx, params, 7, jax.random.key(1))
@@ -153,7 +154,7 @@ def test_dynamic_sparsity_keeps_inactive_zero_and_density_constant():
     assert not np.asarray(p["dense"]["w"])[~np.asarray(m["dense"]["w"])].any()
     assert km.sum() == round(0.3 * 48) and np.asarray(m["dense"]["w"]).sum() == 36
     assert np.asarray(p["head"]["b"]).all()                 # dense leaves untouched by masks
-    mom = np.asarray(state.inner_state[0].trace["conv"]["kernel"])
+    mom = np.asarray(state.inner_state[1][0].trace["conv"]["kernel"])
     assert not mom[..., ~km].any()                          # momentum masked
     changed = not np.array_equal(km, np.asarray(first_masks["conv"]["kernel"]))
     if step < 3:
@@ -165,7 +166,7 @@ def test_dynamic_sparsity_keeps_inactive_zero_and_density_constant():
   grown = np.asarray(after["conv"]["kernel"]) & ~np.asarray(before["conv"]["kernel"])
   assert grown.any()
   assert not np.asarray(history[2][0]["conv"]["kernel"])[..., grown].any()
-  assert not np.asarray(history[2][1].inner_state[0].trace["conv"]["kernel"])[..., grown].any()
+  assert not np.asarray(history[2][1].inner_state[1][0].trace["conv"]["kernel"])[..., grown].any()
 
 
 def test_dynamic_sparsity_static_masks_with_magnitude_init():
