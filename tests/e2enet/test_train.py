@@ -1,0 +1,50 @@
+import shutil
+
+import numpy as np
+import pytest
+
+from e2enet.data import Case
+from e2enet.train import TrainConfig, load_trained, plan_pools, train
+from jaxrepro.checkpoint import tree_equal_bitwise
+
+
+def test_plan_pools_is_anisotropic_for_thin_patches():
+  assert plan_pools((16, 64, 64)) == ((2, 2, 2), (2, 2, 2), (1, 2, 2), (1, 2, 2))
+  assert plan_pools((128, 128, 128)) == ((2, 2, 2),) * 5
+  with pytest.raises(ValueError, match="too small"):
+    plan_pools((4, 6, 6))
+
+
+def _case():
+  rng = np.random.default_rng(0)
+  image = rng.normal(size=(4, 16, 16, 1)).astype(np.float32)
+  label = (image[..., 0] > 0.3).astype(np.int32) + (image[..., 0] > 1.2)
+  return Case(image, label, (1.0, 1.0, 1.0), np.eye(4))
+
+
+@pytest.mark.slow  # ~30-80 s on 2 shared cores (two 3D train-step compiles)
+def test_training_resumes_bit_exactly_with_masks_and_sampler(tmp_path):
+  cfg = TrainConfig(model="e2enet", sparsity=0.5, steps=4, patch=(4, 8, 8), batch_size=2,
+                    num_classes=3, base_channels=4, max_channels=8, max_pools=1,
+                    update_frequency=1, learning_rate=0.05)
+  full = train(cfg, [_case()], ckpt_dir=tmp_path / "a", save_every=2, quiet=True)
+  masks = full.masks
+  dense = sum(int(np.size(m)) for m in jax_leaves(masks) if np.ndim(m))
+  assert sum(int(np.sum(m)) for m in jax_leaves(masks) if np.ndim(m)) == dense // 2
+  # Interrupted after step 2: drop the step-4 checkpoint and resume.
+  shutil.copytree(tmp_path / "a", tmp_path / "b")
+  shutil.rmtree(tmp_path / "b" / "4")
+  resumed = train(cfg, [_case()], ckpt_dir=tmp_path / "b", save_every=2, quiet=True)
+  assert len(resumed.losses) == 2 and resumed.losses == full.losses[2:]
+  assert tree_equal_bitwise((full.params, full.opt_state), (resumed.params, resumed.opt_state))
+  loaded, run = load_trained(tmp_path / "b")
+  assert tree_equal_bitwise(loaded.params, full.params) and run["in_channels"] == 1
+  # Masks changed during training (update every step) and masked weights stay exactly zero.
+  kernel = np.asarray(jax_leaves(full.params["nodes"][0]["blocks"][0]["conv"]["kernel"])[0])
+  mask = np.asarray(jax_leaves(masks["nodes"][0]["blocks"][0]["conv"]["kernel"])[0])
+  assert not kernel[..., ~mask].any() and kernel[..., mask].any()
+
+
+def jax_leaves(tree):
+  import jax
+  return jax.tree.leaves(tree)
