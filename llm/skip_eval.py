@@ -11,6 +11,7 @@ and batch-1 decode tokens/s.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import jax
@@ -97,21 +98,32 @@ def calibrate(split, tokens: np.ndarray, ratios: Sequence[float], *, k: int = 1,
   return Calibration(cosine, start, end, rules, thresholds)
 
 
-def decode_tokens_per_second(generator: Generator, prompt: Sequence[int], new_tokens: int,
-                             rule: ffnskip.SkipRule | None, warmup: int, repeats: int = 3
-                             ) -> tuple[float, float]:
-  """Batch-1 decode throughput (the jitted while-loop only; prefill excluded) and the fraction
-  of FFN blocks skipped over all decoded tokens. No stop ids: exactly ``new_tokens`` tokens."""
+def decode_throughput(generator: Generator, prompt: Sequence[int], new_tokens: int,
+                      rules: dict[str, ffnskip.SkipRule | None], warmup: int, rounds: int = 3
+                      ) -> dict[str, dict[str, float]]:
+  """Batch-1 decode tokens/s of each rule (the jitted while-loop only; prefill excluded; no stop
+  ids, so exactly ``new_tokens`` tokens) and the fraction of FFN blocks skipped over all decoded
+  tokens. Rules are timed in interleaved rounds so load changes on a shared machine hit them
+  alike; each figure is the median over rounds."""
+  no_stop = generator.with_stop_ids(())
   params = SamplingParams(max_new_tokens=new_tokens, warmup_tokens=warmup)
-  key, warmup_arr, temperature, top_p = generator._common(params)
-  logits, cache = generator.prefill([prompt], new_tokens)
+  key, warmup_arr, temperature, top_p = no_stop._common(params)
+  logits, cache = no_stop.prefill([prompt], new_tokens)
   first = jnp.argmax(logits, -1).astype(jnp.int32)
-  decode = generator.with_stop_ids(())._decode
-  args = (generator.state, cache, first, key, rule, warmup_arr, temperature, top_p)
-  timing = time_fn(decode, *args, steps=new_tokens, repeats=repeats)
-  _, ran, n = decode(*args, steps=new_tokens)
-  assert int(n) == new_tokens
-  return (new_tokens - 1) / timing.median, ffnskip.skip_stats(np.asarray(ran)[1:]).ratio
+  run = {name: functools.partial(no_stop._decode, no_stop.state, cache, first, key, rule,
+                                 warmup_arr, temperature, top_p, steps=new_tokens)
+         for name, rule in rules.items()}
+  skipped = {}
+  for name, fn in run.items():  # compile, and record the decisions
+    _, ran, n = jax.block_until_ready(fn())
+    assert int(n) == new_tokens
+    skipped[name] = ffnskip.skip_stats(np.asarray(ran)[1:]).ratio
+  seconds = {name: [] for name in run}
+  for _ in range(rounds):
+    for name, fn in run.items():
+      seconds[name].append(time_fn(fn, warmup=0, repeats=1).median)
+  return {name: {"tokens_per_s": (new_tokens - 1) / float(np.median(seconds[name])),
+                 "skip_ratio": skipped[name]} for name in run}
 
 
 def agreement(generator: Generator, prompts: list[list[int]], reference: list[list[int]],
@@ -126,3 +138,69 @@ def agreement(generator: Generator, prompts: list[list[int]], reference: list[li
   active = np.arange(len(out.ffn_ran)) >= max(warmup, 1)
   weights = np.broadcast_to(active[:, None], out.ffn_ran.shape[:2])
   return float(np.mean(matches)), ffnskip.skip_stats(out.ffn_ran, weights).ratio
+
+
+@dataclasses.dataclass(frozen=True)
+class SkipEvalConfig:
+  ratios: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
+  methods: tuple[str, ...] = ffnskip.METHODS
+  num_prompts: int = 20
+  prompt_tokens: int = 32
+  new_tokens: int = 64  # agreement continuation length
+  speed_tokens: int = 64  # batch-1 decode length for tokens/s
+  heldout_seqs: int = 8
+  calib_seqs: int = 4
+  seq_len: int = 128
+  warmup_tokens: int = 16
+  k: int = 1
+  rounds: int = 3
+  seed: int = 0
+
+
+def evaluate_skipping(model: Llama, tokenizer: Tokenizer, corpus, config: SkipEvalConfig,
+                      progress=None) -> tuple[dict, Calibration]:
+  """For each ratio and method: achieved skip ratios, held-out perplexity, greedy agreement with
+  the full model and batch-1 decode tokens/s (ratio 0 is the full model)."""
+  for method in config.methods:
+    if method not in ffnskip.METHODS:
+      raise ValueError(f"unknown method {method!r}; choose from {ffnskip.METHODS}")
+  if any(not 0 <= r < 1 for r in config.ratios):
+    raise ValueError(f"ratios must be in [0, 1), got {config.ratios}")
+  tick = progress or (lambda _: None)
+  split = nnx.split(model)
+  generator = Generator(model, pad_id=tokenizer.pad_id, stop_ids=tokenizer.stop_ids)
+  calib = token_chunks(tokenizer, corpus.calibration, config.seq_len, config.calib_seqs)
+  heldout = token_chunks(tokenizer, corpus.heldout, config.seq_len, config.heldout_seqs)
+  prompts = prompt_ids(tokenizer, corpus.prompts, config.prompt_tokens, config.num_prompts)
+  cal = calibrate(split, calib, config.ratios, k=config.k, warmup=config.warmup_tokens,
+                  seed=config.seed)
+  tick("calibrated")
+  full_ppl, _ = teacher_forced_eval(split, heldout, None, config.warmup_tokens)
+  params = SamplingParams(max_new_tokens=config.new_tokens)
+  reference = generator.with_stop_ids(()).generate(prompts, params).tokens
+  tick("reference")
+  rules = {"full": None}
+  for ratio in config.ratios:
+    if ratio > 0:
+      for method in config.methods:
+        rules[f"{method}@{ratio:g}"] = cal.rules[method][ratio]
+  speed = decode_throughput(generator, prompts[0], config.speed_tokens, rules,
+                            config.warmup_tokens, config.rounds)
+  tick("timed")
+  results = {"full": {"method": "full", "target_ratio": 0.0, "perplexity": full_ppl,
+                      "heldout_skip_ratio": 0.0, "agreement": 1.0, "decode_skip_ratio": 0.0,
+                      **speed["full"]}}
+  for name, rule in rules.items():
+    if rule is None:
+      continue
+    method, ratio = name.split("@")
+    ppl, tf_ratio = teacher_forced_eval(split, heldout, rule, config.warmup_tokens)
+    agree, gen_ratio = agreement(generator, prompts, reference, rule, config.new_tokens,
+                                 config.warmup_tokens)
+    results[name] = {"method": method, "target_ratio": float(ratio), "perplexity": ppl,
+                     "heldout_skip_ratio": tf_ratio, "agreement": agree,
+                     "decode_skip_ratio": gen_ratio,
+                     "speedup": speed[name]["tokens_per_s"] / speed["full"]["tokens_per_s"],
+                     **speed[name]}
+    tick(name)
+  return results, cal
