@@ -83,11 +83,16 @@ def config_from_gguf(reader, *, dtype: Any = jnp.float32, max_seq_len: int | Non
       intermediate_size=int(get("feed_forward_length")), num_layers=int(get("block_count")),
       num_heads=heads, num_kv_heads=int(get("attention.head_count_kv", heads)),
       head_dim=int(get("rope.dimension_count", hidden // heads)),
-      rope_theta=float(get("rope.freq_base", 10000.0)),
-      rms_norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
+      rope_theta=_f32_decimal(get("rope.freq_base", 10000.0)),
+      rms_norm_eps=_f32_decimal(get("attention.layer_norm_rms_epsilon", 1e-5)),
       tie_embeddings="output.weight" not in names,
       max_seq_len=int(max_seq_len or get("context_length", 2048)),
       dtype=dtype, param_dtype=dtype)
+
+
+def _f32_decimal(value) -> float:
+  """GGUF stores float32: 1e-5 reads back as 9.99999974e-06; use its shortest decimal."""
+  return float(str(np.float32(value)))
 
 
 # ggml block layouts (ggml-common.h): 32 weights per block.
