@@ -14,9 +14,8 @@ and leaving an FFN block close to 1) and that such layers come in runs; Sec. 4 (
 Baselines of Table 3 in the same code path: ``random`` skips each middle-region FFN with a fixed
 probability (per token), ``static`` skips a fixed set of layers for every token.
 
-A :class:`SkipRule` implements ``llm.model.FFNGate``; it is a pytree whose numbers are arrays
-(``threshold``, ``skip_prob``, ``static_layers``, ``key``, ``active``), so calibrating it or
-switching warm-up off does not recompile. The model skips a layer's MLP with ``lax.cond`` when no
+A :class:`SkipRule` implements ``llm.model.FFNGate``; it is a pytree whose numbers (the method
+included) are arrays, so calibrating it, switching method or warm-up does not recompile. The model skips a layer's MLP with ``lax.cond`` when no
 token of the batch needs it: with batch 1 every skip saves its compute.
 """
 
@@ -34,26 +33,42 @@ METHODS = ("adaptive", "random", "static")
 
 @struct.dataclass
 class SkipRule:
-  """FFN gate; see the module docstring. Middle region: ``cold_start <= layer < cold_end``."""
-  method: str = struct.field(pytree_node=False)
+  """FFN gate; see the module docstring. Middle region: ``cold_start <= layer < cold_end``.
+
+  The method is an array (an index into ``METHODS``) and every field is always present, so all
+  rules with the same cold regions share one compiled program.
+  """
   num_layers: int = struct.field(pytree_node=False)
   cold_start: int = struct.field(pytree_node=False)
   cold_end: int = struct.field(pytree_node=False)
-  k: int = struct.field(pytree_node=False, default=1)
-  threshold: jax.Array = 2.0  # adaptive: skip after cos >= threshold (> 1: never)
-  skip_prob: jax.Array = 0.0  # random: P(skip) per middle-region FFN
-  static_layers: jax.Array | None = None  # static: (num_layers,) bool, layers always skipped
-  key: jax.Array | None = None  # random: PRNG key of this step
-  active: jax.Array = True  # False during warm-up: the full model runs
+  k: int = struct.field(pytree_node=False)
+  method_id: jax.Array  # index into METHODS
+  threshold: jax.Array  # adaptive: skip after cos >= threshold (> 1: never)
+  skip_prob: jax.Array  # random: P(skip) per middle-region FFN
+  static_layers: jax.Array  # static: (num_layers,) bool, layers always skipped
+  key: jax.Array  # random: PRNG key (per decode step)
+  active: jax.Array  # False during warm-up: the full model runs (broadcasts to (batch, seq))
 
-  def __post_init__(self):
-    if self.method not in METHODS:
-      raise ValueError(f"unknown skip method {self.method!r}; choose from {METHODS}")
-    if not 0 <= self.cold_start <= self.cold_end <= self.num_layers:
-      raise ValueError(f"need 0 <= cold_start ({self.cold_start}) <= cold_end ({self.cold_end})"
-                       f" <= num_layers ({self.num_layers})")
-    if self.k < 1:
-      raise ValueError(f"k must be >= 1, got {self.k}")
+  @classmethod
+  def create(cls, method: str, num_layers: int, cold_start: int, cold_end: int, k: int = 1, *,
+             threshold: float = 2.0, skip_prob: float = 0.0, static_layers=None,
+             key: jax.Array | None = None) -> "SkipRule":
+    if method not in METHODS:
+      raise ValueError(f"unknown skip method {method!r}; choose from {METHODS}")
+    if not 0 <= cold_start <= cold_end <= num_layers:
+      raise ValueError(f"need 0 <= cold_start ({cold_start}) <= cold_end ({cold_end})"
+                       f" <= num_layers ({num_layers})")
+    if k < 1:
+      raise ValueError(f"k must be >= 1, got {k}")
+    static = (jnp.zeros(num_layers, bool) if static_layers is None
+              else jnp.asarray(static_layers, bool))
+    return cls(num_layers, cold_start, cold_end, k, jnp.int32(METHODS.index(method)),
+               jnp.float32(threshold), jnp.float32(skip_prob), static,
+               jax.random.key(0) if key is None else key, jnp.asarray(True))
+
+  @property
+  def method(self) -> str:
+    return METHODS[int(self.method_id)]
 
   # ---- llm.model.FFNGate -----------------------------------------------------------------
 
@@ -64,44 +79,41 @@ class SkipRule:
     run_all = jnp.ones(remaining.shape, bool)
     if not self.cold_start <= layer < self.cold_end:
       return run_all
-    if self.method == "adaptive":
-      run = remaining == 0
-    elif self.method == "random":
-      u = jax.random.uniform(jax.random.fold_in(self.key, layer), remaining.shape)
-      run = u >= self.skip_prob
-    else:
-      run = jnp.broadcast_to(~self.static_layers[layer], remaining.shape)
+    adaptive = remaining == 0
+    random = jax.random.uniform(jax.random.fold_in(self.key, layer), remaining.shape) >= \
+        self.skip_prob
+    static = jnp.broadcast_to(~self.static_layers[layer], remaining.shape)
+    run = jnp.select([self.method_id == 0, self.method_id == 1], [adaptive, random], static)
     return jnp.where(self.active, run, run_all)
 
   def update(self, layer: int, remaining: jax.Array, ran: jax.Array, cosine: jax.Array
              ) -> jax.Array:
-    if self.method != "adaptive" or not self.cold_start <= layer < self.cold_end:
+    if not self.cold_start <= layer < self.cold_end:
       return remaining
-    return jnp.where(ran, jnp.where(cosine >= self.threshold, self.k, 0), remaining - 1)
+    adaptive = jnp.where(ran, jnp.where(cosine >= self.threshold, self.k, 0), remaining - 1)
+    return jnp.where(self.method_id == 0, adaptive, remaining)
 
 
 def full_rule(num_layers: int) -> SkipRule:
   """A rule that never skips but still reports every layer's cosine (for statistics)."""
-  return SkipRule("adaptive", num_layers, 0, num_layers, threshold=jnp.float32(2.0))
+  return SkipRule.create("adaptive", num_layers, 0, num_layers, threshold=2.0)
 
 
 def adaptive_rule(num_layers: int, cold_start: int, cold_end: int, threshold: float,
                   k: int = 1) -> SkipRule:
-  return SkipRule("adaptive", num_layers, cold_start, cold_end, k,
-                  threshold=jnp.float32(threshold))
+  return SkipRule.create("adaptive", num_layers, cold_start, cold_end, k, threshold=threshold)
 
 
-def random_rule(num_layers: int, cold_start: int, cold_end: int, ratio: float, key: jax.Array
-                ) -> SkipRule:
+def random_rule(num_layers: int, cold_start: int, cold_end: int, ratio: float, key: jax.Array,
+                k: int = 1) -> SkipRule:
   """Skips a fraction ``ratio`` of all FFN blocks at random within the middle region."""
   middle = cold_end - cold_start
   prob = min(1.0, ratio * num_layers / max(middle, 1))
-  return SkipRule("random", num_layers, cold_start, cold_end, skip_prob=jnp.float32(prob),
-                  key=key)
+  return SkipRule.create("random", num_layers, cold_start, cold_end, k, skip_prob=prob, key=key)
 
 
 def static_rule(num_layers: int, cold_start: int, cold_end: int, ratio: float,
-                layer_scores: np.ndarray) -> SkipRule:
+                layer_scores: np.ndarray, k: int = 1) -> SkipRule:
   """Always skips the ``round(ratio * num_layers)`` middle-region layers whose FFN changes the
   state least (highest mean calibration cosine): the same layers adaptive skipping favours,
   chosen once instead of per token."""
@@ -112,7 +124,7 @@ def static_rule(num_layers: int, cold_start: int, cold_end: int, ratio: float,
   chosen = middle[np.argsort(-np.asarray(layer_scores)[middle], kind="stable")[:n]]
   mask = np.zeros(num_layers, bool)
   mask[chosen] = True
-  return SkipRule("static", num_layers, cold_start, cold_end, static_layers=jnp.asarray(mask))
+  return SkipRule.create("static", num_layers, cold_start, cold_end, k, static_layers=mask)
 
 
 def cold_regions(mean_cosine: np.ndarray, quantile: float = 0.5) -> tuple[int, int]:
@@ -165,4 +177,4 @@ def gate_ffn_rule(rule: SkipRule | None, active: Any, key: jax.Array | None) -> 
   """``rule`` for one decode step: warm-up flag and this step's random key."""
   if rule is None:
     return None
-  return rule.replace(active=jnp.asarray(active), key=key if rule.method == "random" else None)
+  return rule.replace(active=jnp.asarray(active), key=key)

@@ -46,8 +46,7 @@ def prompt_ids(tokenizer: Tokenizer, texts: Sequence[str], length: int, count: i
 
 def _active(rule: ffnskip.SkipRule, seq: int, warmup: int) -> ffnskip.SkipRule:
   """Teacher forcing: positions before ``warmup`` run the full model, as in decoding."""
-  return rule.replace(active=(jnp.arange(seq) >= warmup)[None, :],
-                      key=rule.key if rule.method == "random" else None)
+  return rule.replace(active=(jnp.arange(seq) >= warmup)[None, :])
 
 
 def layer_cosine(split, tokens: np.ndarray) -> np.ndarray:
@@ -93,8 +92,8 @@ def calibrate(split, tokens: np.ndarray, ratios: Sequence[float], *, k: int = 1,
     thresholds[ratio] = threshold
     rules["adaptive"][ratio] = ffnskip.adaptive_rule(config.num_layers, start, end, threshold, k)
     rules["random"][ratio] = ffnskip.random_rule(config.num_layers, start, end, ratio,
-                                                 jax.random.key(seed + i))
-    rules["static"][ratio] = ffnskip.static_rule(config.num_layers, start, end, ratio, cosine)
+                                                 jax.random.key(seed + i), k)
+    rules["static"][ratio] = ffnskip.static_rule(config.num_layers, start, end, ratio, cosine, k)
   return Calibration(cosine, start, end, rules, thresholds)
 
 
@@ -154,6 +153,7 @@ class SkipEvalConfig:
   warmup_tokens: int = 16
   k: int = 1
   rounds: int = 3
+  calib_iters: int = 12
   seed: int = 0
 
 
@@ -173,7 +173,7 @@ def evaluate_skipping(model: Llama, tokenizer: Tokenizer, corpus, config: SkipEv
   heldout = token_chunks(tokenizer, corpus.heldout, config.seq_len, config.heldout_seqs)
   prompts = prompt_ids(tokenizer, corpus.prompts, config.prompt_tokens, config.num_prompts)
   cal = calibrate(split, calib, config.ratios, k=config.k, warmup=config.warmup_tokens,
-                  seed=config.seed)
+                  seed=config.seed, iters=config.calib_iters)
   tick("calibrated")
   full_ppl, _ = teacher_forced_eval(split, heldout, None, config.warmup_tokens)
   params = SamplingParams(max_new_tokens=config.new_tokens)

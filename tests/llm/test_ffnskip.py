@@ -110,4 +110,4 @@ def test_cold_regions_and_threshold_bisection():
                                                     0.25, iters=30)
   assert abs(achieved - 0.25) < 1e-6 and abs(threshold - 0.9375) < 1e-6
   with pytest.raises(ValueError):
-    ffnskip.SkipRule("sometimes", 6, 1, 5)
+    ffnskip.SkipRule.create("sometimes", 6, 1, 5)
