@@ -158,8 +158,8 @@ def _cmd_eval_skip(args) -> int:
       f"{m}@{r:g}" for r in config.ratios if r > 0 for m in methods]
   bar = progress(total=len(names), desc="eval-skip")
   results, cal = evaluate_skipping(model, tokenizer, corpus, config,
-                                   progress=lambda name: (bar.update(1),
-                                                          bar.set_postfix_str(name)))
+                                   progress=lambda name, row=None: (bar.update(1),
+                                                                    bar.set_postfix_str(name)))
   bar.close()
   print(f"{'rule':>14} {'skip(decode)':>12} {'ppl':>9} {'agree':>6} {'tok/s':>7}")
   for name, r in results.items():

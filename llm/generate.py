@@ -86,10 +86,16 @@ class Generator:
     self._prefill = jax.jit(self._prefill_impl, static_argnames="cache_len")
     self._decode = jax.jit(self._decode_impl, static_argnames=("steps",))
     self._step = jax.jit(self._step_impl, donate_argnums=(1,))
+    self._variants: dict[tuple[int, ...], Generator] = {}
 
   def with_stop_ids(self, stop_ids: Sequence[int]) -> "Generator":
-    """The same model with other stop ids (e.g. none, to decode a fixed number of tokens)."""
-    return Generator(nnx.merge(self.graphdef, self.state), pad_id=self.pad_id, stop_ids=stop_ids)
+    """The same model with other stop ids (e.g. none, to decode a fixed number of tokens);
+    memoized, so its compiled functions are reused."""
+    key = tuple(stop_ids)
+    if key not in self._variants:
+      self._variants[key] = Generator(nnx.merge(self.graphdef, self.state), pad_id=self.pad_id,
+                                      stop_ids=key)
+    return self._variants[key]
 
   def _model(self, state) -> Llama:
     return nnx.merge(self.graphdef, state)

@@ -166,7 +166,7 @@ def evaluate_skipping(model: Llama, tokenizer: Tokenizer, corpus, config: SkipEv
       raise ValueError(f"unknown method {method!r}; choose from {ffnskip.METHODS}")
   if any(not 0 <= r < 1 for r in config.ratios):
     raise ValueError(f"ratios must be in [0, 1), got {config.ratios}")
-  tick = progress or (lambda _: None)
+  tick = progress or (lambda name, row=None: None)
   split = nnx.split(model)
   generator = Generator(model, pad_id=tokenizer.pad_id, stop_ids=tokenizer.stop_ids)
   calib = token_chunks(tokenizer, corpus.calibration, config.seq_len, config.calib_seqs)
@@ -186,7 +186,7 @@ def evaluate_skipping(model: Llama, tokenizer: Tokenizer, corpus, config: SkipEv
         rules[f"{method}@{ratio:g}"] = cal.rules[method][ratio]
   speed = decode_throughput(generator, prompts[0], config.speed_tokens, rules,
                             config.warmup_tokens, config.rounds)
-  tick("timed")
+  tick("timed", speed)
   results = {"full": {"method": "full", "target_ratio": 0.0, "perplexity": full_ppl,
                       "heldout_skip_ratio": 0.0, "agreement": 1.0, "decode_skip_ratio": 0.0,
                       **speed["full"]}}
@@ -202,5 +202,5 @@ def evaluate_skipping(model: Llama, tokenizer: Tokenizer, corpus, config: SkipEv
                      "decode_skip_ratio": gen_ratio,
                      "speedup": speed[name]["tokens_per_s"] / speed["full"]["tokens_per_s"],
                      **speed[name]}
-    tick(name)
+    tick(name, results[name])
   return results, cal

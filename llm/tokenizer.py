@@ -4,7 +4,8 @@ template.
 llama.cpp stores a GPT-2-style tokenizer (``tokenizer.ggml.model = "gpt2"``) as its token
 strings, BPE merges, token types (3 = control, i.e. special) and special ids; the
 ``tokenizer.ggml.pre`` name selects the pre-tokenizer regex. SmolLM2 (``pre = "smollm"``) splits
-digits individually before GPT-2's byte-level split, as its ``tokenizer.json`` does.
+every digit (``\\p{N}``) before GPT-2's byte-level regex, as llama.cpp does for this name
+(``llama-vocab.cpp``) and SmolLM2's ``tokenizer.json`` (``Digits(individual_digits=True)``).
 """
 
 from __future__ import annotations
