@@ -29,6 +29,11 @@ def test_threshold_above_one_equals_full_model(model, tokens):
   nll, ran, _ = teacher_forced(model, tokens, rule)
   np.testing.assert_array_equal(nll, full_nll)
   assert np.asarray(ran).all()
+
+
+@pytest.mark.slow
+def test_threshold_above_one_generation_unchanged(model):
+  rule = ffnskip.adaptive_rule(6, 1, 5, threshold=1.01)
   generator = Generator(model)
   plain = generator.generate([[1, 2, 3]], SamplingParams(max_new_tokens=8))
   gated = generator.generate([[1, 2, 3]], SamplingParams(max_new_tokens=8), rule)
@@ -82,7 +87,8 @@ def test_adaptive_decode_step_matches_reference(model, k):
                                 ffnskip.full_rule(6))
   threshold = float(np.median(np.asarray(cosine)[0, -1, 1:5]))
   rule = ffnskip.adaptive_rule(6, 1, 5, threshold, k)
-  out = model.forward(jnp.asarray([[42]]), cache=cache, ffn_gate=rule)
+  out = nnx.jit(lambda m, c, r: m.forward(jnp.asarray([[42]]), cache=c, ffn_gate=r))(
+      model, cache, rule)
   ref_logits, ref_ran = _reference_decode_step(model, 42, cache, 1, 5, threshold, k)
   assert list(np.asarray(out.ffn_ran[0, 0])) == ref_ran
   assert not all(ref_ran)

