@@ -49,26 +49,34 @@ def test_skip_ratio_monotone_in_threshold(model, tokens):
   assert ratios[0] > 0.2 and ratios[-1] == 0.0  # threshold 0: every other middle FFN skipped
 
 
+@nnx.jit
+def _attention_residual(layer, x, cos, sin, mask, kv, index):
+  return x + layer.attn(layer.attn_norm(x), cos, sin, mask, kv, index)[0]
+
+
+@nnx.jit
+def _ffn_residual(layer, h):
+  return h + layer.mlp(layer.mlp_norm(h))
+
+
 def _reference_decode_step(model, token, cache, cold_start, cold_end, threshold, k):
   """One decode step, layer by layer in Python with if/else (Algorithm 1 of the paper)."""
   c = model.config
-  pos = cache.index[None, None]
-  cos, sin = rotary_angles(pos, c.head_dim, c.rope_theta)
+  cos, sin = rotary_angles(cache.index[None, None], c.head_dim, c.rope_theta)
   keys = jnp.arange(cache.max_len)
   mask = (keys[None, None, :] <= cache.index) & (keys[None, None, :] >= cache.start[:, None, None])
   x = model.embed(jnp.asarray([[token]]))
   remaining, ran = 0, []
   for i, layer in enumerate(model.layers):
-    attn, _ = layer.attn(layer.attn_norm(x), cos, sin, mask,
-                         (cache.keys[i], cache.values[i]), cache.index)
-    h = x + attn
+    h = _attention_residual(layer, x, cos, sin, mask, (cache.keys[i], cache.values[i]),
+                            cache.index)
     middle = cold_start <= i < cold_end
     if middle and remaining > 0:
       remaining -= 1
       x = h
       ran.append(False)
       continue
-    x = h + layer.mlp(layer.mlp_norm(h))
+    x = _ffn_residual(layer, h)
     ran.append(True)
     if middle:
       a, b = np.asarray(h[0, 0], np.float64), np.asarray(x[0, 0], np.float64)
