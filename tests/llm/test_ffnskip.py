@@ -1,0 +1,127 @@
+"""FFN-SkipLLM rule: exactness at threshold > 1, monotone skip ratio, a per-token Python reference."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from llm import ffnskip
+from llm.generate import Generator, SamplingParams, teacher_forced
+from llm.model import CONFIGS, KVCache, Llama, LlamaConfig, rotary_angles
+
+CONFIG = LlamaConfig(**{**CONFIGS["tiny"].__dict__, "num_layers": 6})
+
+
+@pytest.fixture(scope="module")
+def model():
+  return Llama(CONFIG, rngs=nnx.Rngs(0))
+
+
+@pytest.fixture(scope="module")
+def tokens():
+  return np.asarray(jax.random.randint(jax.random.key(1), (2, 24), 0, CONFIG.vocab_size))
+
+
+def test_threshold_above_one_equals_full_model(model, tokens):
+  rule = ffnskip.adaptive_rule(6, 1, 5, threshold=1.01)
+  full_nll, _, _ = teacher_forced(model, tokens)
+  nll, ran, _ = teacher_forced(model, tokens, rule)
+  np.testing.assert_array_equal(nll, full_nll)
+  assert np.asarray(ran).all()
+
+
+@pytest.mark.slow
+def test_threshold_above_one_generation_unchanged(model):
+  rule = ffnskip.adaptive_rule(6, 1, 5, threshold=1.01)
+  generator = Generator(model)
+  plain = generator.generate([[1, 2, 3]], SamplingParams(max_new_tokens=8))
+  gated = generator.generate([[1, 2, 3]], SamplingParams(max_new_tokens=8), rule)
+  assert plain.tokens == gated.tokens
+
+
+def test_skip_ratio_monotone_in_threshold(model, tokens):
+  ratios = []
+  for threshold in np.linspace(0.0, 1.0, 11):
+    _, ran, _ = teacher_forced(model, tokens, ffnskip.adaptive_rule(6, 1, 5, threshold))
+    ratios.append(ffnskip.skip_stats(np.asarray(ran)).ratio)
+  assert all(a >= b for a, b in zip(ratios, ratios[1:])), ratios
+  assert ratios[0] > 0.2 and ratios[-1] == 0.0  # threshold 0: every other middle FFN skipped
+
+
+@nnx.jit
+def _attention_residual(layer, x, cos, sin, mask, kv, index):
+  return x + layer.attn(layer.attn_norm(x), cos, sin, mask, kv, index)[0]
+
+
+@nnx.jit
+def _ffn_residual(layer, h):
+  return h + layer.mlp(layer.mlp_norm(h))
+
+
+def _reference_decode_step(model, token, cache, cold_start, cold_end, threshold, k):
+  """One decode step, layer by layer in Python with if/else (Algorithm 1 of the paper)."""
+  c = model.config
+  cos, sin = rotary_angles(cache.index[None, None], c.head_dim, c.rope_theta)
+  keys = jnp.arange(cache.max_len)
+  mask = (keys[None, None, :] <= cache.index) & (keys[None, None, :] >= cache.start[:, None, None])
+  x = model.embed(jnp.asarray([[token]]))
+  remaining, ran = 0, []
+  for i, layer in enumerate(model.layers):
+    h = _attention_residual(layer, x, cos, sin, mask, (cache.keys[i], cache.values[i]),
+                            cache.index)
+    middle = cold_start <= i < cold_end
+    if middle and remaining > 0:
+      remaining -= 1
+      x = h
+      ran.append(False)
+      continue
+    x = _ffn_residual(layer, h)
+    ran.append(True)
+    if middle:
+      a, b = np.asarray(h[0, 0], np.float64), np.asarray(x[0, 0], np.float64)
+      if a @ b / np.linalg.norm(a) / np.linalg.norm(b) >= threshold:
+        remaining = k
+  logits = model.embed.attend(model.norm(x)) if c.tie_embeddings else model.lm_head(model.norm(x))
+  return np.asarray(logits[0, 0]), ran
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_adaptive_decode_step_matches_reference(model, k):
+  prompt = jnp.asarray([[4, 8, 15, 16, 23]])
+  _, cache = model(prompt, cache=KVCache.init(CONFIG, 1, 8))
+  # A threshold inside the range of this model's cosines, so some but not all FFNs skip.
+  _, _, cosine = teacher_forced(model, np.asarray([[4, 8, 15, 16, 23, 42]]),
+                                ffnskip.full_rule(6))
+  threshold = float(np.median(np.asarray(cosine)[0, -1, 1:5]))
+  rule = ffnskip.adaptive_rule(6, 1, 5, threshold, k)
+  out = nnx.jit(lambda m, c, r: m.forward(jnp.asarray([[42]]), cache=c, ffn_gate=r))(
+      model, cache, rule)
+  ref_logits, ref_ran = _reference_decode_step(model, 42, cache, 1, 5, threshold, k)
+  assert list(np.asarray(out.ffn_ran[0, 0])) == ref_ran
+  assert not all(ref_ran)
+  np.testing.assert_allclose(out.logits[0, 0], ref_logits, rtol=1e-5, atol=1e-6)
+
+
+def test_random_and_static_baselines(model, tokens):
+  rule = ffnskip.random_rule(6, 1, 5, ratio=0.3, key=jax.random.key(0))
+  many = np.asarray(jax.random.randint(jax.random.key(2), (8, 64), 0, CONFIG.vocab_size))
+  _, ran, _ = teacher_forced(model, many, rule)
+  stats = ffnskip.skip_stats(np.asarray(ran))
+  assert abs(stats.ratio - 0.3) < 0.03
+  assert stats.per_layer[0] == 0 and stats.per_layer[5] == 0  # cold regions always run
+  scores = np.array([0.1, 0.9, 0.2, 0.8, 0.95, 0.99])  # layer 5 is cold despite its score
+  static = ffnskip.static_rule(6, 1, 5, ratio=2 / 6, layer_scores=scores)
+  _, ran, _ = teacher_forced(model, tokens, static)
+  np.testing.assert_array_equal(np.asarray(ran).all(axis=(0, 1)),
+                                [True, False, True, True, False, True])
+
+
+def test_cold_regions_and_threshold_bisection():
+  cosine = np.array([0.05, 0.9, 0.97, 0.98, 0.96, 0.97, 0.95, 0.7])
+  assert ffnskip.cold_regions(cosine) == (2, 6)
+  threshold, achieved = ffnskip.calibrate_threshold(lambda t: float(np.clip(1 - t, 0, 1) * 4),
+                                                    0.25, iters=30)
+  assert abs(achieved - 0.25) < 1e-6 and abs(threshold - 0.9375) < 1e-6
+  with pytest.raises(ValueError):
+    ffnskip.SkipRule.create("sometimes", 6, 1, 5)

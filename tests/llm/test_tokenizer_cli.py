@@ -1,0 +1,31 @@
+"""Tokenizer rebuilt from GGUF metadata; CLI errors and help."""
+
+import pytest
+
+from jaxrepro.cli import main
+from llm.corpus import pydoc_topics
+
+
+def test_round_trip_and_special_tokens(smollm2_tokenizer):
+  tok = smollm2_tokenizer
+  text = pydoc_topics()[0][:2000] + " 1234 ünïcödé ✓"
+  assert tok.decode(tok.encode(text)) == text
+  # Digits are split one per token (SmolLM2's pre-tokenizer); specials stay single ids.
+  assert len(tok.encode("1234")) == 4
+  assert tok.encode("<|im_start|>user") [0] == 1 and tok.stop_ids == (2,)
+  chat = tok.apply_chat_template([{"role": "user", "content": "Hi"}])
+  assert chat.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+  assert chat.startswith("<|im_start|>system\n")
+  with pytest.raises(ValueError):
+    tok.apply_chat_template([{"content": "no role"}])
+
+
+def test_cli_help_and_bad_input(capsys, tmp_path):
+  with pytest.raises(SystemExit) as e:
+    main(["llm", "eval-skip", "--help"])
+  assert e.value.code == 0 and "--ratios" in capsys.readouterr().out
+  assert main(["llm", "generate", "--prompt", "x", "--gguf", str(tmp_path / "none.gguf")]) == 2
+  assert "not found" in capsys.readouterr().err
+  with pytest.raises(SystemExit) as e:
+    main(["llm", "eval-skip", "--ratios", "0.1,2"])
+  assert e.value.code == 2
