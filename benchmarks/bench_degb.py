@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxrepro.bench import Report, benchmark, time_fn
 from jaxrepro.progress import progress
+from cosmo.degb.precision import float64
 
 T_RANGE = (1e-3, 1e16)
 RTOL, ATOL = 1e-9, 1e-11
@@ -36,6 +37,7 @@ def sample_initial_conditions(n: int, seed: int = 0):
 
 
 @benchmark("degb")
+@float64
 def run(quick: bool, out_dir: Path) -> Report:
   import jax
   import jax.numpy as jnp

@@ -5,15 +5,11 @@ temperature (diffrax, vmapped), the eight evolution paths, the thermal gravitati
 background enhancement and the BBN bound on the reheating temperature.
 """
 
-import jax
-
-jax.config.update("jax_enable_x64", True)  # the flows span ~40 e-folds and |u| up to e^80
-
-from cosmo.degb import equations, thermal  # noqa: E402
-from cosmo.degb.fixed_points import FixedPoint, fixed_points, scaling_w, stability  # noqa: E402
-from cosmo.degb.flows import (InitialCondition, Params, Solution, classify_path,  # noqa: E402
+from cosmo.degb import equations, thermal
+from cosmo.degb.fixed_points import FixedPoint, fixed_points, scaling_w, stability
+from cosmo.degb.flows import (InitialCondition, Params, Solution, classify_path,
                               initial_condition, integrate, integrate_batch)
-from cosmo.degb.gw import bbn_bound_TRH, gw_enhancement  # noqa: E402
+from cosmo.degb.gw import bbn_bound_TRH, gw_enhancement
 
 __all__ = ["equations", "thermal", "FixedPoint", "fixed_points", "scaling_w", "stability",
            "InitialCondition", "Params", "Solution", "classify_path", "initial_condition",

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxrepro.cli import add_common_args
+from cosmo.degb.precision import float64
 
 T0_GEV = 1e-3          # boundary condition: standard radiation domination at BBN
 ALPHA_KM2 = 1.0        # |α| of the path scan (GW170817-sized coupling)
@@ -24,14 +25,14 @@ def register(cosmo_subparsers: argparse._SubParsersAction) -> None:
   fp = sub.add_parser("fixed-points", help="critical points, eigenvalues and stability")
   fp.add_argument("--gamma", type=float, default=1.0, help="coupling exponent γ of f = α e^{γφ}")
   add_common_args(fp, data_help="unused (no input data)")
-  fp.set_defaults(func=_cmd_fixed_points)
+  fp.set_defaults(func=float64(_cmd_fixed_points))
 
   paths = sub.add_parser("paths", help="flow many histories to high T, classify into paths")
   paths.add_argument("--grid", type=int, default=24, help="grid points per axis (γ and x0)")
   paths.add_argument("--t-max", type=float, default=1e16, help="highest temperature, GeV")
   paths.add_argument("--g-star", default="sm", help="constant g_* or 'sm' (default)")
   add_common_args(paths, data_help="unused (no input data)")
-  paths.set_defaults(func=_cmd_paths)
+  paths.set_defaults(func=float64(_cmd_paths))
 
   bbn = sub.add_parser("bbn", help="GW enhancement and the BBN upper bound on T_RH")
   bbn.add_argument("--grid", type=int, default=12, help="grid points per axis (γ and |α|)")
@@ -39,7 +40,7 @@ def register(cosmo_subparsers: argparse._SubParsersAction) -> None:
   bbn.add_argument("--delta-neff", type=float, default=0.3, help="BBN bound on ΔN_eff")
   bbn.add_argument("--g-star", default="sm", help="constant g_* or 'sm' (default)")
   add_common_args(bbn, data_help="unused (no input data)")
-  bbn.set_defaults(func=_cmd_bbn)
+  bbn.set_defaults(func=float64(_cmd_bbn))
 
 
 def _g_star(value):

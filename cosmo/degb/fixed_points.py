@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cosmo.degb import equations
+from cosmo.degb.precision import float64
 
 SQRT6 = equations.SQRT6
 
@@ -44,6 +45,7 @@ class FixedPoint:
   coords: tuple[float, float]
 
 
+@float64
 def scaling_x(gamma) -> float:
   """Real root of ``√6 γ x (1 + x²) = 2 (1 + 5x²)`` (NaN for ``γ = 0``)."""
   gamma = float(gamma)
@@ -54,12 +56,14 @@ def scaling_x(gamma) -> float:
   return float(real[0]) if real.size else float("nan")
 
 
+@float64
 def scaling_w(gamma) -> float:
   """``w = (7x² - 1)/(3(x² + 1))`` of the scaling solution."""
   x = scaling_x(gamma)
   return (7 * x ** 2 - 1) / (3 * (x ** 2 + 1))
 
 
+@float64
 def fixed_points(gamma) -> list[FixedPoint]:
   """All critical points (finite and at infinity) for ``f = α e^{γφ}``."""
   gamma = float(gamma)
@@ -86,12 +90,14 @@ def _tau_field(chart, gamma):
   return field
 
 
+@float64
 def residual(point: FixedPoint, gamma) -> float:
   """``max |d(coords)/dN|`` at the point (zero for a critical point)."""
   field = _tau_field(point.chart, float(gamma))
   return float(jnp.max(jnp.abs(field(jnp.asarray(point.coords, dtype=jnp.float64)))))
 
 
+@float64
 def stability(point: FixedPoint, gamma) -> dict:
   """Eigenvalues of the high-T (``τ = -N``) Jacobian and the classification.
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from cosmo.degb import equations, thermal
 from cosmo.degb.fixed_points import scaling_w, scaling_x
+from cosmo.degb.precision import float64
 
 
 class InitialCondition(NamedTuple):
@@ -55,6 +56,7 @@ class Solution(NamedTuple):
   ok: jax.Array          # the solver reached T_max
 
 
+@float64
 def initial_condition(alpha_gev2, gamma, T0_gev, x0=0.0, phi0=0.0, g_star=10.75
                       ) -> InitialCondition:
   """Physical boundary condition: radiation domination at ``T0`` with ``H0 = H_std(T0)``.
@@ -144,6 +146,7 @@ def hermite_resample(s_knots, y_knots, dy_knots, s_grid, xp=jnp):
           + (t3 - t2) * m1)
 
 
+@float64
 def integrate(ic: InitialCondition, params: Params, T_range, *, n_save: int = 256,
               n_extra: int = 128, g_star=10.75, rtol: float = 1e-10, atol: float = 1e-12,
               max_steps: int = 100_000, solver: str = "tsit5") -> Solution:
@@ -160,6 +163,7 @@ def integrate(ic: InitialCondition, params: Params, T_range, *, n_save: int = 25
   return _integrate_jit(ic, params, **static)
 
 
+@float64
 def integrate_batch(ic: InitialCondition, params: Params, T_range, **kwargs) -> Solution:
   """``jit(vmap(integrate))`` over the leading axis of ``ic`` and ``params``."""
   defaults = dict(n_save=256, n_extra=128, g_star=10.75, rtol=1e-10, atol=1e-12,
@@ -236,6 +240,7 @@ def _integrate_batch_jit(ic, params, **static):
   return jax.vmap(lambda i, p: _integrate_core(i, p, **static))(ic, params)
 
 
+@float64
 def integrate_scipy(ic: InitialCondition, params: Params, T_range, *, n_save: int = 256,
                     n_extra: int = 128, rtol: float = 1e-10, atol: float = 1e-12,
                     method: str = "LSODA") -> Solution:
@@ -323,6 +328,7 @@ def _nearest_fixed_w(w, gamma, sign_u, tol):
   return name if abs(value - w) < tol else None
 
 
+@float64
 def classify_path(solution: Solution, *, tol: float = 0.02, min_plateau_efolds: float = 1.5
                   ) -> dict:
   """Final attractor and meta-stable plateaus of one trajectory (numpy, on the host).

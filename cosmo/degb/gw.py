@@ -22,6 +22,7 @@ import numpy as np
 
 from cosmo.degb import thermal
 from cosmo.degb.flows import Solution
+from cosmo.degb.precision import float64
 
 DELTA_NEFF_STD_PER_GEV = 1e-3 / 2e17   # standard-cosmology ΔN_eff per GeV of T_max
 OMEGA_GW_H2_PER_NEFF = 5.6e-6           # ∫Ω_GW h² d ln f per unit ΔN_eff
@@ -40,6 +41,7 @@ def _cumtrapz(y, x):
   return np.concatenate([[0.0], np.cumsum(0.5 * (y[1:] + y[:-1]) * np.diff(x))])
 
 
+@float64
 def gw_enhancement(solution: Solution, *, g_star=10.75) -> tuple[np.ndarray, np.ndarray]:
   """``(T_RH grid in GeV, E(T_RH))`` along one trajectory (``T_RH`` = upper end of the era).
 
@@ -54,11 +56,13 @@ def gw_enhancement(solution: Solution, *, g_star=10.75) -> tuple[np.ndarray, np.
   return np.exp(ln_T), enhancement
 
 
+@float64
 def delta_neff_gw(T_rh, enhancement):
   """``ΔN_eff`` of the thermal GW background for reheating temperature ``T_rh`` (GeV)."""
   return DELTA_NEFF_STD_PER_GEV * np.asarray(T_rh) * np.asarray(enhancement)
 
 
+@float64
 def bbn_bound_TRH(solution: Solution, *, delta_neff_max: float = 0.3, g_star=10.75) -> dict:
   """Largest ``T_RH`` with ``ΔN_eff^{GW}(T_RH) ≤ delta_neff_max`` along a trajectory.
 
