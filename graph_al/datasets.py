@@ -36,6 +36,8 @@ class RestrictedUnpickler(pickle.Unpickler):
       ("scipy.sparse.csr", "csr_matrix"), ("scipy.sparse._csr", "csr_matrix"),
       ("scipy.sparse", "csr_matrix"),
       ("collections", "defaultdict"), ("__builtin__", "list"), ("builtins", "list"),
+      # Protocol-2 pickles written by Python 3 spell bytes as _codecs.encode(str, "latin1").
+      ("_codecs", "encode"),
   }
 
   def find_class(self, module: str, name: str):
@@ -49,6 +51,9 @@ class RestrictedUnpickler(pickle.Unpickler):
       return sp.csr_matrix
     if name == "list":
       return list
+    if name == "encode":
+      import codecs
+      return codecs.encode
     return super().find_class(module, name)
 
 

@@ -16,8 +16,11 @@ rules, so every loader behaves the same:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
@@ -44,6 +47,16 @@ class Graph:
 
   def degrees(self) -> np.ndarray:
     return np.bincount(self.senders, minlength=self.num_nodes).astype(np.int32)
+
+  @functools.cached_property
+  def device_edges(self) -> tuple[jax.Array, jax.Array]:
+    """(senders, receivers) as device arrays, transferred once."""
+    return jnp.asarray(self.senders), jnp.asarray(self.receivers)
+
+  @functools.cached_property
+  def adjacency_matrix(self) -> sp.csr_matrix:
+    """:meth:`adjacency`, built once (the counterpart of networkx's adjacency dicts)."""
+    return self.adjacency()
 
   def adjacency(self) -> sp.csr_matrix:
     """The 0/1 adjacency matrix (CSR, sorted indices, same edge order as ``senders``)."""

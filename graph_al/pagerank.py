@@ -16,17 +16,22 @@ import jax.numpy as jnp
 import numpy as np
 
 
-@functools.partial(jax.jit, static_argnames=("num_nodes", "max_iter"))
+@functools.partial(jax.jit, static_argnames=("num_nodes", "max_iter", "receivers_sorted"))
 def pagerank(senders: jax.Array, receivers: jax.Array, num_nodes: int, alpha: float = 0.95,
-             tol: float = 1e-6, max_iter: int = 400) -> tuple[jax.Array, jax.Array]:
-  """Returns (scores summing to 1, iterations used) for the directed edges given."""
+             tol: float = 1e-6, max_iter: int = 400,
+             receivers_sorted: bool = False) -> tuple[jax.Array, jax.Array]:
+  """Returns (scores summing to 1, iterations used) for the directed edges given.
+
+  ``receivers_sorted=True`` promises ascending ``receivers`` (a faster ``segment_sum``).
+  """
   out_degree = jax.ops.segment_sum(jnp.ones_like(senders, jnp.float32), senders, num_nodes)
   inv_out = jnp.where(out_degree > 0, 1.0 / jnp.maximum(out_degree, 1.0), 0.0)
   dangling = out_degree == 0
   uniform = jnp.full((num_nodes,), 1.0 / num_nodes, jnp.float32)
 
   def step(x):
-    flow = jax.ops.segment_sum((x * inv_out)[senders], receivers, num_nodes)
+    flow = jax.ops.segment_sum((x * inv_out)[senders], receivers, num_nodes,
+                               indices_are_sorted=receivers_sorted)
     dangling_mass = jnp.sum(jnp.where(dangling, x, 0.0))
     return alpha * (flow + dangling_mass / num_nodes) + (1.0 - alpha) / num_nodes
 
@@ -46,6 +51,8 @@ def pagerank(senders: jax.Array, receivers: jax.Array, num_nodes: int, alpha: fl
 def graph_pagerank(graph, alpha: float = 0.95, tol: float = 1e-6,
                    max_iter: int = 400) -> np.ndarray:
   """PageRank of an undirected :class:`graph_al.graph.Graph` as a numpy vector."""
-  scores, _ = pagerank(jnp.asarray(graph.senders), jnp.asarray(graph.receivers),
-                       graph.num_nodes, alpha, tol, max_iter)
+  senders, receivers = graph.device_edges
+  # Symmetric edges: reading each (u, v) as v -> u leaves them sorted by receiver.
+  scores, _ = pagerank(receivers, senders, graph.num_nodes, alpha, tol, max_iter,
+                       receivers_sorted=True)
   return np.asarray(scores)

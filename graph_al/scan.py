@@ -35,7 +35,7 @@ class ScanResult(NamedTuple):
 
 def structural_similarity(graph) -> np.ndarray:
   """sigma(u, v) for every stored (directed) edge of ``graph``, in edge order."""
-  adjacency = graph.adjacency()
+  adjacency = graph.adjacency_matrix
   # (A @ A)[u, v] counts the common neighbours; sampled at the edges, all at once.
   triangles = np.asarray((adjacency @ adjacency)[graph.senders, graph.receivers]).ravel()
   closed = graph.degrees().astype(np.float64) + 1.0
