@@ -49,11 +49,13 @@ def scan(graph, eps: float = 0.5, mu: int = 3, *, seed: int = 0,
   n = graph.num_nodes
   if order is None:
     order = np.random.default_rng(seed).permutation(n)
-  order = np.asarray(order)
-  if order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
-    raise ValueError("order must be a permutation of the node ids")
+  else:
+    order = np.asarray(order)
+    if order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
+      raise ValueError("order must be a permutation of the node ids")
   position = np.empty(n, np.int64)
   position[order] = np.arange(n)
+  never = n   # a visiting time later than any node's
 
   senders, receivers = graph.senders, graph.receivers
   eps_edge = structural_similarity(graph) >= eps
@@ -64,14 +66,14 @@ def scan(graph, eps: float = 0.5, mu: int = 3, *, seed: int = 0,
   _, component = csgraph.connected_components(core_graph, directed=False)
 
   # A cluster is created when the visit first reaches one of its cores.
-  first_visit = np.full(n, np.iinfo(np.int64).max)
+  first_visit = np.full(n, never)
   np.minimum.at(first_visit, component[is_core], position[is_core])
-  cluster_start = np.full(n, np.iinfo(np.int64).max)   # per node: its cluster's creation time
+  cluster_start = np.full(n, never)   # per node: its cluster's creation time
   cluster_start[is_core] = first_visit[component[is_core]]
   border_edge = eps_edge & is_core[senders] & ~is_core[receivers]
   np.minimum.at(cluster_start, receivers[border_edge], cluster_start[senders[border_edge]])
 
-  in_cluster = cluster_start < np.iinfo(np.int64).max
+  in_cluster = cluster_start < never
   starts = np.unique(cluster_start[in_cluster])
   labels = np.full(n, -1, np.int32)
   labels[in_cluster] = np.searchsorted(starts, cluster_start[in_cluster])
