@@ -34,7 +34,7 @@ def evaluate_selections(graph, selections: np.ndarray, seeds: Sequence[int],
                      gnn_config)
   predictions = jnp.argmax(gnn.predict(models, inputs), -1)
   f1, accuracy = macro_f1_accuracy(predictions, inputs.labels, jnp.asarray(~masks),
-                                   jnp.zeros(graph.num_classes))
+                                   graph.num_classes)
   return np.asarray(f1).reshape(lead), np.asarray(accuracy).reshape(lead)
 
 

@@ -7,18 +7,16 @@ no true positives has F1 0.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 
-@jax.jit
+@functools.partial(jax.jit, static_argnames=("num_classes",))
 def macro_f1_accuracy(predictions: jax.Array, labels: jax.Array, evaluate: jax.Array,
-                      num_classes_array: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Scores ``predictions`` ([..., N] ints) where ``evaluate`` ([..., N] bool) is true.
-
-  ``num_classes_array`` is any array of length C (its shape fixes the class count under jit).
-  """
-  num_classes = num_classes_array.shape[0]
+                      num_classes: int) -> tuple[jax.Array, jax.Array]:
+  """Scores ``predictions`` ([..., N] ints in [0, num_classes)) where ``evaluate`` is true."""
   weight = evaluate.astype(jnp.float32)
   true = jax.nn.one_hot(labels, num_classes) * weight[..., None]
   pred = jax.nn.one_hot(predictions, num_classes) * weight[..., None]

@@ -178,10 +178,10 @@ def _age(graph, budget, seeds, config: QueryConfig, gnn_config) -> np.ndarray:
     picks = []
     for i in range(len(seeds)):
       candidates = np.flatnonzero(~masks[i])
-      classes = np.arange(graph.num_classes, dtype=np.int32)
       # k-means on the softmax outputs, one centre per class: distance to the nearest centre.
       _, centres = _kmeans_nodes(probs[i], np.zeros(graph.num_nodes, np.int32),
-                                 np.zeros_like(classes), [seeds[i]], config.kmeans_iterations)
+                                 np.zeros(graph.num_classes, np.int32), [seeds[i]],
+                                 config.kmeans_iterations)
       dist = np.min(np.linalg.norm(probs[i][:, None, :] - centres[0][None], axis=-1), axis=1)
       density = 1.0 / (1.0 + dist)
       t = labelled.shape[1]
