@@ -1,0 +1,38 @@
+import json
+
+from jaxrepro import cli
+
+
+def test_select_writes_report_on_embedded_karate(tmp_path, capsys):
+  out = tmp_path / "select.json"
+  assert cli.main(["graph", "select", "--data", "karate", "--strategy", "spa", "--budget", "6",
+                   "--json", str(out)]) == 0
+  report = json.loads(out.read_text())
+  assert report["data"]["source"] == "embedded:karate"
+  selected = report["metrics"]["selected"]
+  assert len(selected) == len(set(selected)) == 6
+  assert sum(report["metrics"]["class_counts"]) == 6
+  assert "spa selected 6 of 34" in capsys.readouterr().out
+
+
+def test_run_writes_table_and_plot(tmp_path, capsys):
+  out = tmp_path / "run.json"
+  assert cli.main(["graph", "run", "--data", "sbm", "--strategies", "spa,random",
+                   "--budgets", "5,10", "--seeds", "2", "--epochs", "5", "--json", str(out),
+                   "--out", str(tmp_path)]) == 0
+  report = json.loads(out.read_text())
+  table = report["metrics"]["table"]
+  assert set(table) == {"spa", "random"}
+  for rows in table.values():
+    assert set(rows) == {"5", "10"}
+    assert all(0 <= r["macro_f1_mean"] <= 100 and len(r["macro_f1_per_seed"]) == 2
+               for r in rows.values())
+  assert (tmp_path / "graph_run_sbm.png").stat().st_size > 0
+  assert "macro-F1" in capsys.readouterr().out
+
+
+def test_bad_input_gives_exit_code_2(capsys):
+  assert cli.main(["graph", "run", "--data", "karate", "--strategies", "coreset"]) == 2
+  assert "unknown strategies" in capsys.readouterr().err
+  assert cli.main(["graph", "select", "--data", "karate", "--budget", "50"]) == 2
+  assert "budget" in capsys.readouterr().err

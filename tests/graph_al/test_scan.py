@@ -1,0 +1,72 @@
+import networkx as nx
+import numpy as np
+import pytest
+
+from graph_al.datasets import karate_graph
+from graph_al.reference import scan_networkx, structural_similarity_networkx
+from graph_al.scan import scan, structural_similarity
+
+
+def _labels_from_clusters(clusters, n):
+  labels = np.full(n, -1)
+  for i, cluster in enumerate(clusters):
+    labels[cluster] = i
+  return labels
+
+
+def test_structural_similarity_matches_set_formula(small_graphs):
+  for graph in small_graphs:
+    g = graph.to_networkx()
+    expected = [structural_similarity_networkx(g, u, v)
+                for u, v in zip(graph.senders.tolist(), graph.receivers.tolist())]
+    np.testing.assert_allclose(structural_similarity(graph), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("eps,mu", [(0.5, 3), (0.4, 2), (0.7, 2), (0.3, 4)])
+def test_scan_equals_sequential_bruteforce_for_each_visiting_order(small_graphs, eps, mu):
+  found_clusters = 0
+  for graph in small_graphs + [karate_graph()]:
+    g = graph.to_networkx()
+    for seed in range(3):
+      order = np.random.default_rng(seed).permutation(graph.num_nodes)
+      result = scan(graph, eps, mu, order=order)
+      expected = scan_networkx(g, eps, mu, order.tolist())
+      np.testing.assert_array_equal(result.labels,
+                                    _labels_from_clusters(expected, graph.num_nodes))
+      assert result.num_clusters == len(expected)
+      found_clusters += len(expected)
+  assert found_clusters > 0  # the graphs are dense enough to exercise cluster growth
+
+
+def test_cores_hubs_and_outliers_follow_their_definitions(small_graphs):
+  for graph in small_graphs:
+    g = graph.to_networkx()
+    result = scan(graph, 0.4, 2, seed=1)
+    for v in g.nodes:
+      eps_neighbours = [u for u in g.neighbors(v)
+                        if structural_similarity_networkx(g, v, u) >= 0.4]
+      assert result.is_core[v] == (len(eps_neighbours) >= 2)
+      if result.labels[v] < 0:
+        touching = {result.labels[u] for u in g.neighbors(v) if result.labels[u] >= 0}
+        assert result.is_hub[v] == (len(touching) >= 2)
+        assert result.is_outlier[v] == (len(touching) < 2)
+      else:
+        assert not result.is_hub[v]
+
+
+def test_scan_is_deterministic_given_seed_and_rejects_bad_order(small_graphs):
+  graph = small_graphs[-1]
+  np.testing.assert_array_equal(scan(graph, seed=3).labels, scan(graph, seed=3).labels)
+  with pytest.raises(ValueError, match="permutation"):
+    scan(graph, order=np.zeros(graph.num_nodes, int))
+
+
+def test_planted_cliques_are_recovered(small_graphs):
+  graph = small_graphs[-1]
+  result = scan(graph, 0.5, 3, seed=0)
+  assert result.num_clusters == 4
+  clustered = result.labels >= 0
+  # Each found cluster is one planted block.
+  for c in range(4):
+    assert len(set(graph.labels[result.labels == c])) == 1
+  assert clustered.mean() > 0.9

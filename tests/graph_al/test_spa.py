@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from graph_al.datasets import karate_graph
+from graph_al.scan import scan
+from graph_al.spa import spa_from_scores, spa_query
+
+
+def _notebook_selection(pagerank, communities, budget):
+  """The public notebook's loop (SCANPageRankOptimized.query), transcribed with lists."""
+  selected, remaining = [], budget
+  for community in communities:
+    ranked = sorted(community, key=lambda v: (-pagerank[v], v))
+    quota = max(1, remaining // len(communities))
+    selected.extend(ranked[:quota])
+    remaining -= quota
+  if len(selected) < budget:
+    order = sorted(range(len(pagerank)), key=lambda v: (-pagerank[v], v))
+    selected.extend([v for v in order if v not in selected][:budget - len(selected)])
+  return selected[:budget]
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(5, 60), k=st.integers(0, 12), data=st.data())
+def test_selection_is_exactly_budget_distinct_nodes(n, k, data):
+  rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+  pagerank = rng.random(n)
+  labels = rng.integers(-1, k, n) if k else np.full(n, -1)
+  budget = data.draw(st.integers(1, n))
+  for variant in ("paper", "public"):
+    chosen = spa_from_scores(pagerank, labels, budget, variant)
+    assert chosen.shape == (budget,) and np.unique(chosen).size == budget
+    assert chosen.min() >= 0 and chosen.max() < n
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(5, 60), k=st.integers(1, 12), data=st.data())
+def test_public_variant_matches_the_notebook_loop(n, k, data):
+  rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+  pagerank = rng.random(n)
+  labels = rng.integers(-1, k, n)
+  budget = data.draw(st.integers(1, n))
+  communities = [np.flatnonzero(labels == c).tolist() for c in range(k)]
+  communities = [c for c in communities if c]
+  ids = np.full(n, -1)
+  for i, c in enumerate(communities):   # renumber so community ids are in discovery order
+    ids[c] = i
+  np.testing.assert_array_equal(spa_from_scores(pagerank, ids, budget, "public"),
+                                _notebook_selection(pagerank, communities, budget))
+
+
+def test_paper_variant_takes_each_community_head_then_global_pagerank():
+  pagerank = np.array([0.9, 0.1, 0.5, 0.4, 0.3, 0.8, 0.05, 0.7])
+  labels = np.array([0, 0, 1, 1, 1, -1, 2, -1])
+  # Heads: 0 (community 0), 2 (community 1), 6 (community 2); then 5, 7 by PageRank.
+  np.testing.assert_array_equal(spa_from_scores(pagerank, labels, 5), [0, 2, 6, 5, 7])
+  # Fewer slots than communities: the heads with the highest PageRank.
+  np.testing.assert_array_equal(spa_from_scores(pagerank, labels, 2), [0, 2])
+
+
+def test_spa_query_on_karate_uses_scan_communities():
+  graph = karate_graph()
+  query = spa_query(graph, 8, seed=0)
+  clusters = scan(graph, seed=0)
+  assert query.clusters.num_clusters == clusters.num_clusters > 0
+  heads = {int(np.flatnonzero(clusters.labels == c)[np.argmax(
+      query.pagerank[clusters.labels == c])]) for c in range(clusters.num_clusters)}
+  assert heads <= set(query.selected.tolist())
+
+
+def test_bad_budget_or_variant_is_rejected():
+  with pytest.raises(ValueError, match="budget"):
+    spa_from_scores(np.ones(3), np.zeros(3, int), 4)
+  with pytest.raises(ValueError, match="variant"):
+    spa_from_scores(np.ones(3), np.zeros(3, int), 2, "other")
