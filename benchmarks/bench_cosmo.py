@@ -15,7 +15,6 @@ Run: ``python -m benchmarks.bench_cosmo [--quick]`` or ``jaxrepro bench cosmo_om
 
 from __future__ import annotations
 
-import argparse
 import functools
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import integrate, optimize
 
-from jaxrepro.bench import Report, benchmark, time_fn
+from jaxrepro.bench import Report, benchmark, benchmark_main, time_fn
 
 PAPER_SIGMA = {"qso": 7.9, "grb": 3.9}
 SWEEPS = {"qso": [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0], "grb": [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]}
@@ -225,16 +224,5 @@ def _run(quick: bool, out_dir: Path) -> Report:
   return report
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true")
-  parser.add_argument("--out", default="reports")
-  args = parser.parse_args()
-  report = run(quick=args.quick, out_dir=Path(args.out))
-  json_path, md_path = report.write(args.out)
-  print(report.markdown())
-  print(f"wrote {json_path} and {md_path}")
-
-
 if __name__ == "__main__":
-  main()
+  benchmark_main(run, __doc__.splitlines()[0])

@@ -10,13 +10,12 @@ timed once, after one warm-up trajectory). ``--quick`` runs 400 trajectories.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 
-from jaxrepro.bench import Report, benchmark, time_fn
+from jaxrepro.bench import Report, benchmark, benchmark_main, time_fn
 from jaxrepro.progress import progress
 from cosmo.degb.precision import float64
 
@@ -107,16 +106,5 @@ def run(quick: bool, out_dir: Path) -> Report:
   return report
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true")
-  parser.add_argument("--out", default="reports")
-  args = parser.parse_args()
-  report = run(quick=args.quick, out_dir=Path(args.out))
-  json_path, _ = report.write(args.out)
-  print(report.markdown())
-  print(f"wrote {json_path}")
-
-
 if __name__ == "__main__":
-  main()
+  benchmark_main(run, __doc__.splitlines()[0])

@@ -13,7 +13,6 @@ Run: ``python -m benchmarks.bench_e2enet [--quick]`` or ``jaxrepro bench e2enet 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import jax
@@ -21,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxrepro.bench import Report, benchmark, compiled_flops, time_fn
+from jaxrepro.bench import Report, benchmark, benchmark_main, compiled_flops, time_fn
 
 PAPER = {"param_reduction": 0.68, "flop_reduction": 0.29, "dice_gap_points": 1.0}
 
@@ -138,15 +137,5 @@ def run(quick: bool, out_dir: Path) -> Report:
              "timings on a shared 2-core CPU; ratios measured in the same process"])
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true")
-  parser.add_argument("--out", default="reports")
-  args = parser.parse_args()
-  report = run(quick=args.quick, out_dir=Path(args.out))
-  json_path, _ = report.write(args.out)
-  print(f"wrote {json_path}")
-
-
 if __name__ == "__main__":
-  main()
+  benchmark_main(run, __doc__.splitlines()[0])

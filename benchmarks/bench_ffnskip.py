@@ -7,14 +7,13 @@ docstring), medians over interleaved rounds. ``python -m benchmarks.bench_ffnski
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from jaxrepro.bench import Report, benchmark
+from jaxrepro.bench import Report, benchmark, benchmark_main
 
 FULL = dict(ratios=(0.0, 0.1, 0.2, 0.3), num_prompts=20, new_tokens=64, speed_tokens=128,
             heldout_seqs=4, calib_seqs=2, seq_len=128, warmup_tokens=16, rounds=2, calib_iters=10)
@@ -106,10 +105,4 @@ def run(quick: bool, out_dir: Path) -> Report:
 
 
 if __name__ == "__main__":
-  parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--quick", action="store_true")
-  parser.add_argument("--out", default="reports")
-  args = parser.parse_args()
-  report = run(quick=args.quick, out_dir=Path(args.out))
-  report.write(args.out)
-  print(report.markdown())
+  benchmark_main(run, __doc__.splitlines()[0])

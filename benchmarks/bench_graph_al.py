@@ -14,7 +14,6 @@ SCAN (:func:`graph_al.reference.scan_networkx`).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxrepro.bench import Report, benchmark, time_fn
+from jaxrepro.bench import Report, benchmark, benchmark_main, time_fn
 from jaxrepro.metrics import to_jsonable
 
 PAPER_CITESEER = {"spa": {20: 46.3, 40: 57.1, 80: 60.8}, "graphpart": {20: 45.0, 40: 45.4,
@@ -139,10 +138,4 @@ def run(quick: bool, out_dir: Path) -> Report:
 
 
 if __name__ == "__main__":
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true")
-  parser.add_argument("--out", default="reports")
-  args = parser.parse_args()
-  report = run(quick=args.quick, out_dir=Path(args.out))
-  json_path, md_path = report.write(args.out)
-  print(f"wrote {json_path} and {md_path}")
+  benchmark_main(run, __doc__.splitlines()[0])

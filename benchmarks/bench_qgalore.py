@@ -10,13 +10,12 @@ Run: ``python -m benchmarks.bench_qgalore [--quick]`` or ``jaxrepro bench qgalor
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from jaxrepro.bench import Report, benchmark, time_fn
+from jaxrepro.bench import Report, benchmark, benchmark_main, time_fn
 
 OPTIMIZERS = {"adamw": 3e-3, "galore": 0.01, "qgalore": 0.01, "adam8bit": 3e-3}
 
@@ -127,15 +126,5 @@ def run(quick: bool, out_dir: Path) -> Report:
   return report
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--quick", action="store_true")
-  parser.add_argument("--out", default="reports")
-  args = parser.parse_args()
-  report = run(args.quick, Path(args.out))
-  report.write(args.out)
-  print(report.markdown())
-
-
 if __name__ == "__main__":
-  main()
+  benchmark_main(run, __doc__.splitlines()[0])

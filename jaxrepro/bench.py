@@ -11,6 +11,7 @@ Benchmarks live in ``benchmarks/bench_<name>.py`` and register with :func:`bench
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib
 import json
@@ -237,3 +238,18 @@ def run_benchmarks(names: list[str] | None, *, quick: bool, out_dir: str | os.Pa
     report.write(out_dir)
     reports.append(report)
   return reports
+
+
+def benchmark_main(run: BenchmarkFn, description: str = "",
+                   argv: list[str] | None = None) -> Report:
+  """The command line of ``python -m benchmarks.bench_<name> [--quick] [--out DIR]``:
+  runs ``run``, writes its report and prints the Markdown summary."""
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument("--quick", action="store_true", help="small configuration")
+  parser.add_argument("--out", default="reports", metavar="DIR", help="report directory")
+  args = parser.parse_args(argv)
+  report = run(quick=args.quick, out_dir=Path(args.out))
+  json_path, md_path = report.write(args.out)
+  print(report.markdown())
+  print(f"wrote {json_path} and {md_path}")
+  return report

@@ -80,3 +80,12 @@ def test_benchmark_registry_runs_by_name(tmp_path):
   with pytest.raises(KeyError, match="unknown benchmark"):
     bench.run_benchmarks(["no_such_bench"], quick=True, out_dir=tmp_path)
   bench._REGISTRY.pop("unit_test_bench")
+
+
+def test_benchmark_main_runs_and_writes(tmp_path, capsys):
+  def run(quick, out_dir):
+    return bench.Report("cli_bench", command=f"quick={quick}", metrics={"y": 2})
+  report = bench.benchmark_main(run, "demo", ["--quick", "--out", str(tmp_path)])
+  assert report.command == "quick=True"
+  assert json.loads((tmp_path / "cli_bench.json").read_text())["metrics"] == {"y": 2}
+  assert "| y | 2 |" in capsys.readouterr().out
