@@ -14,24 +14,16 @@ from typing import Any, Iterable
 
 import jax
 
+from jaxrepro.sparsity import path_names
+
 PROJECTED = "galore"
 DENSE = "adamw"
 DEFAULT_BLOCKS = ("attn", "mlp")
 
 
-def _names(path) -> list[str]:
-  names = []
-  for key in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(key, attr):
-        names.append(str(getattr(key, attr)))
-        break
-  return names
-
-
 def is_projected(path, leaf, blocks: Iterable[str] = DEFAULT_BLOCKS) -> bool:
   """True for a 2-D ``kernel`` leaf inside one of ``blocks`` (attention, MLP)."""
-  names = _names(path)
+  names = path_names(path)
   return (getattr(leaf, "ndim", 0) == 2 and bool(names) and names[-1] in ("kernel", "value")
           and "kernel" in names and any(b in names for b in blocks))
 
