@@ -9,7 +9,7 @@ from qgalore_jax.adam import scale_by_adam_official
 from qgalore_jax.adam8bit import adam_8bit, scale_by_adam_8bit
 from qgalore_jax.galore import (LayerProjection, ScaleByGaLoreState, galore, qgalore,
                                 scale_by_galore, scale_by_qgalore, svd_counts)
-from qgalore_jax.owlore import (LayerwiseSamplingState, layer_outlier_distribution,
+from qgalore_jax.layerwise import (LayerwiseSamplingState, layer_outlier_distribution,
                                 layerwise_sampling, lisa, owlore, sampling_probabilities)
 from qgalore_jax.nf4 import NF4Tensor, dequantize_nf4, quantize_nf4
 from qgalore_jax.labels import is_projected, projected_labels, projected_mask

@@ -1,5 +1,6 @@
-"""``jaxrepro qgalore pretrain|memory``: LLaMA pretraining with AdamW / GaLore / Q-GaLore /
-8-bit Adam on the embedded CPython corpus (or ``--data``), and the training-state memory table."""
+"""``jaxrepro qgalore pretrain|finetune|memory``: LLaMA pretraining with AdamW / GaLore / Q-GaLore /
+8-bit Adam on the embedded CPython corpus (or ``--data``), SmolLM2-135M fine-tuning with seven
+methods on a QA task, and the training-state memory table."""
 
 from __future__ import annotations
 
@@ -168,9 +169,76 @@ def _compiled_step_memory(config, opt_config, batch, seq) -> dict[str, int]:
   return compiled_memory(trainer.step, state, tokens)
 
 
+# --quick: a small random-init LLaMA with SmolLM2's tokenizer and vocabulary (SmolLM2-135M's
+# GaLore SVDs alone take minutes per refresh on 2 shared CPU cores); the default is SmolLM2.
+QUICK_FINETUNE = {"steps": 6, "batch": 4, "seq": 48, "layers": 4, "hidden": 64}
+
+
+def quick_model_config():
+  from llm.model import CONFIGS, LlamaConfig
+  base = CONFIGS["smollm2_135m"]
+  return LlamaConfig(vocab_size=base.vocab_size, hidden_size=QUICK_FINETUNE["hidden"],
+                     intermediate_size=2 * QUICK_FINETUNE["hidden"],
+                     num_layers=QUICK_FINETUNE["layers"], num_heads=4, num_kv_heads=2,
+                     tie_embeddings=True, max_seq_len=256)
+
+
+def load_finetune_model(quick: bool, seed: int = 0):
+  """(model, description): SmolLM2-135M-Instruct (real weights), or the --quick model."""
+  import llm
+  from flax import nnx
+  if quick:
+    return llm.Llama(quick_model_config(), rngs=nnx.Rngs(seed)), "random-init quick LLaMA"
+  return llm.load_smollm2(max_seq_len=512), f"SmolLM2-135M-Instruct ({llm.smollm2_path().name})"
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+  import llm
+  from qgalore_jax import finetune as ft, qa
+  quick = QUICK_FINETUNE if args.quick else {}
+  steps = args.steps or quick.get("steps", 100)
+  batch = args.batch or quick.get("batch", 8)
+  seq = args.seq or quick.get("seq", 64)
+  cfg = ft.FinetuneConfig(method=args.method, steps=steps, batch=batch, seq=seq, lr=args.lr,
+                          rank=args.rank, lora_rank=args.lora_rank,
+                          gamma=min(args.gamma, quick.get("layers", args.gamma)),
+                          lod_m=args.lod_m, seed=args.seed)
+  tokenizer = llm.tokenizer_from_gguf(llm.smollm2_path())
+  train, heldout, source = qa.load_qa(args.data, seed=args.seed)
+  evaluation = ft.eval_set(heldout, tokenizer, seq, args.seed)
+  model, model_name = load_finetune_model(args.quick, args.seed)
+  bar = progress(total=steps, desc=args.method)
+  result = ft.finetune(model, tokenizer, cfg, train, evaluation, progress_bar=bar)
+  bar.close()
+  memory = result["memory"]
+  print(f"{args.method}: train loss {result['losses'][0]:.4f} -> {result['losses'][-1]:.4f}, "
+        f"held-out loss {result['heldout_loss']:.4f} (ppl {result['heldout_ppl']:.2f}), "
+        f"MC accuracy {result['mc_accuracy']:.3f}, trainable {memory['trainable_params']:,}, "
+        f"optimizer state {memory['optimizer_state_bytes'] / 1e6:.2f} MB; model {model_name}; "
+        f"data {source.describe()}")
+  report = Report(
+      name=f"qgalore_finetune_{args.method}", command="jaxrepro qgalore finetune",
+      config={**dataclasses.asdict(cfg), "model": model_name, "train_items": len(train),
+              "heldout_items": len(heldout)},
+      data=source.describe(),
+      metrics={k: result[k] for k in ("heldout_loss", "heldout_ppl", "mc_accuracy", "losses",
+                                      "memory")}
+      | {k: result[k] for k in ("lod", "times_sampled", "probs") if k in result},
+      timings=result["timings"])
+  if args.json:
+    report.write_json(args.json)
+  if args.out:
+    report.write(args.out)
+    plot_curves({args.method: (list(range(1, steps + 1)), result["losses"])},
+                Path(args.out) / f"finetune_{args.method}_loss.png", xlabel="step",
+                ylabel="train loss")
+  return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
   from qgalore_jax.pretrain import OPTIMIZERS
-  family = subparsers.add_parser("qgalore", help="GaLore / Q-GaLore LLaMA pretraining")
+  family = subparsers.add_parser("qgalore", help="GaLore / Q-GaLore LLaMA pretraining, "
+                                 "LoRA/QLoRA/LISA/OwLore fine-tuning")
   commands = family.add_subparsers(dest="command", metavar="COMMAND")
 
   p = commands.add_parser("pretrain", help="pretrain a LLaMA (embedded CPython corpus)")
@@ -191,6 +259,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p.add_argument("--resume", action="store_true", help="resume from the latest checkpoint")
   p.add_argument("--mesh", default=None, help="device mesh, e.g. data=2,fsdp=4")
   p.set_defaults(func=_cmd_pretrain)
+
+  f = commands.add_parser("finetune", help="fine-tune SmolLM2-135M on QA (full, LoRA, QLoRA, "
+                          "GaLore, Q-GaLore, LISA, OwLore)")
+  add_common_args(f, data_help="JSONL of {'question', 'answer'} (default: pydoc_data.topics "
+                  "'Explain <topic>' -> first paragraph)")
+  f.add_argument("--method", choices=("full", "lora", "qlora", "galore", "qgalore", "lisa",
+                                      "owlore"), default="owlore")
+  f.add_argument("--steps", type=int, default=None, help="training steps (100; --quick 6)")
+  f.add_argument("--batch", type=int, default=None, help="sequences per step (8)")
+  f.add_argument("--seq", type=int, default=None, help="tokens per sequence (64)")
+  f.add_argument("--lr", type=float, default=None, help="default 1e-3 LoRA/QLoRA, 1e-4 others")
+  f.add_argument("--rank", type=int, default=32, help="GaLore/Q-GaLore/OwLore rank")
+  f.add_argument("--lora-rank", type=int, default=8)
+  f.add_argument("--gamma", type=int, default=5, help="OwLore blocks per draw")
+  f.add_argument("--lod-m", type=float, default=5.0, help="LOD outlier threshold M")
+  f.set_defaults(func=_cmd_finetune)
 
   m = commands.add_parser("memory", help="training-state bytes by component (eval_shape)")
   add_common_args(m)

@@ -15,7 +15,7 @@ from flax import nnx
 
 from jaxrepro.checkpoint import Checkpointer, tree_equal_bitwise
 from llm.model import CONFIGS, Llama
-from qgalore_jax import owlore as ow
+from qgalore_jax import layerwise as ow
 
 CONFIG = dataclasses.replace(CONFIGS["tiny"], vocab_size=64, num_layers=4, max_seq_len=32)
 BATCHES = [jax.random.randint(jax.random.key(i), (2, 12), 0, CONFIG.vocab_size) for i in range(2)]

@@ -208,14 +208,14 @@ def layerwise_sampling(block: optax.GradientTransformation,
   leaves go through its own copy of ``block`` (gated, see the module docstring), the leaves
   outside blocks through ``dense`` every step. Apply the learning rate after this transform.
   """
-  probs = jnp.asarray(probs, jnp.float32)
+  probs = np.asarray(probs, np.float32)  # static: validated here, copied into the state
   num_blocks = probs.shape[0]
   if not 1 <= gamma <= num_blocks:
     raise ValueError(f"gamma must be in [1, {num_blocks}], got {gamma}")
   if interval < 1:
     raise ValueError(f"interval must be >= 1, got {interval}")
-  if int(jnp.sum(probs > 0)) < gamma:
-    raise ValueError(f"only {int(jnp.sum(probs > 0))} blocks have a positive sampling "
+  if int(np.sum(probs > 0)) < gamma:
+    raise ValueError(f"only {int(np.sum(probs > 0))} blocks have a positive sampling "
                      f"probability, fewer than gamma={gamma}")
   transforms = {DENSE: dense} | {_block_label(b): _gated(block, b) for b in range(num_blocks)}
   inner = optax.partition(transforms, lambda p: _labels(p, num_blocks, block_of))
@@ -223,7 +223,7 @@ def layerwise_sampling(block: optax.GradientTransformation,
   def init_fn(params):
     return LayerwiseSamplingState(
         count=jnp.zeros([], jnp.int32), active=jnp.zeros((num_blocks,), bool),
-        key=jax.random.key(seed), probs=probs,
+        key=jax.random.key(seed), probs=jnp.asarray(probs),
         times_sampled=jnp.zeros((num_blocks,), jnp.int32), inner_state=inner.init(params))
 
   def update_fn(updates, state, params=None):
@@ -278,7 +278,7 @@ def lisa(learning_rate: optax.ScalarOrSchedule, num_blocks: int, *, gamma: int =
   with full-rank AdamW, as do the leaves outside blocks (official baseline: gamma 2, K 3).
   Adam is torch's AdamW (``m_hat / (sqrt(v_hat) + eps)``, eps 1e-8) as in the HF trainer."""
   adamw = _adamw_scaling(b1, b2, eps, weight_decay, "optax")
-  probs = jnp.full((num_blocks,), 1.0 / num_blocks)
+  probs = np.full((num_blocks,), 1.0 / num_blocks)
   return optax.chain(
       layerwise_sampling(adamw, adamw, probs, gamma=gamma, interval=interval, seed=seed,
                          block_of=block_of),
