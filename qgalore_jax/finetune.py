@@ -262,7 +262,7 @@ def train_batches(tokens: np.ndarray, mask: np.ndarray, batch: int, seed: int):
 
 def memory_record(method: Method, state: TrainState) -> dict[str, int]:
   trainable_count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(
-      dequantize_params(jax.eval_shape(lambda: state.trainable))))
+      jax.eval_shape(dequantize_params, state.trainable)))
   return {"trainable_params": trainable_count,
           "optimizer_state_bytes": pytree_bytes(state.opt_state),
           "weights_bytes": pytree_bytes(state.trainable) + pytree_bytes(state.frozen)}
@@ -324,7 +324,7 @@ def abstract_training_memory(config, cfg: FinetuneConfig) -> dict[str, int]:
     return build_method(model, cfg).state
 
   state = jax.eval_shape(build)
-  dense = dequantize_params(state.trainable, config.param_dtype)
+  dense = jax.eval_shape(lambda t: dequantize_params(t, config.param_dtype), state.trainable)
   grads = pytree_bytes(jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, config.param_dtype),
                                     dense))
   weights = pytree_bytes(state.trainable) + pytree_bytes(state.frozen)
