@@ -92,6 +92,9 @@ def encode(items: list[QAItem], tokenizer, seq: int, answers: list[str] | None =
     ids = (prompt + answer)[:seq + 1]
     tokens[row, :len(ids)] = ids
     # target t predicts ids[t + 1]: answer targets are positions len(prompt) - 1 ...
+    if len(prompt) >= seq:
+      raise ValueError(f"seq={seq} leaves no room for the answer after a {len(prompt)}-token "
+                       f"prompt ({item.question!r}); use a longer --seq")
     mask[row, len(prompt) - 1:len(ids) - 1] = 1.0
   return tokens, mask
 

@@ -38,6 +38,8 @@ def test_encode_masks_exactly_the_answer_and_eos():
   tokens, mask = qa.encode([item], tok, 40)
   targets = tokens[0, 1:][mask[0] > 0]
   assert list(targets) == tok.encode(" An answer.") + [tok.eos_id]
+  with pytest.raises(ValueError, match="longer --seq"):
+    qa.encode([item], tok, 10)
   rows, answers, correct = qa.multiple_choice([qa.QAItem(f"q{i}", f"a{i}") for i in range(6)],
                                               seed=1)
   assert len(rows) == len(answers) == 24
@@ -62,15 +64,16 @@ def test_abstract_memory_matches_closed_form(method):
   assert 8 * trainable <= mem["optimizer"] <= 8 * trainable + 64
 
 
-def _task(seq=32):
+def _task(seq=96):
   train, heldout, _ = qa.load_qa(None, seed=0)
   return train, ft.eval_set(heldout[:8], CharTokenizer(), seq, 0)
 
 
-@pytest.mark.parametrize("method,lr", [("lora", 2e-2), ("owlore", 3e-3)])
+@pytest.mark.parametrize("method,lr", [("lora", 2e-2),
+                                       pytest.param("owlore", 3e-3, marks=pytest.mark.slow)])
 def test_short_finetune_learns_and_reports(method, lr):
   train, evaluation = _task()
-  cfg = ft.FinetuneConfig(method=method, steps=8, batch=4, seq=32, lr=lr, rank=8, gamma=2,
+  cfg = ft.FinetuneConfig(method=method, steps=8, batch=4, seq=96, lr=lr, rank=8, gamma=2,
                           lod_m=3.0, lora_rank=4)
   model = Llama(CONFIG, rngs=nnx.Rngs(0))
   result = ft.finetune(model, CharTokenizer(), cfg, train, evaluation)
@@ -94,7 +97,7 @@ def test_short_finetune_learns_and_reports(method, lr):
 def test_other_methods_learn(method):
   train, evaluation = _task()
   lr = {"full": 3e-3, "qlora": 2e-2, "galore": 3e-3, "qgalore": 3e-3, "lisa": 3e-3}[method]
-  cfg = ft.FinetuneConfig(method=method, steps=8, batch=4, seq=32, lr=lr, rank=8,
+  cfg = ft.FinetuneConfig(method=method, steps=8, batch=4, seq=96, lr=lr, rank=8,
                           lora_rank=4, lisa_gamma=2, lisa_interval=2)
   result = ft.finetune(Llama(CONFIG, rngs=nnx.Rngs(0)), CharTokenizer(), cfg, train, evaluation)
   assert np.mean(result["losses"][-3:]) < result["losses"][0] - 0.1

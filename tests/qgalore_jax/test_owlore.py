@@ -173,6 +173,7 @@ def test_inactive_blocks_params_and_moments_are_bit_identical():
     assert int(galore_state.inner_state.count) == active_counts[b]
 
 
+@pytest.mark.slow
 def test_lisa_with_every_block_active_is_adam():
   graphdef, params = nnx.split(_model())
   lisa = ow.lisa(3e-3, CONFIG.num_layers, gamma=CONFIG.num_layers, interval=1)
