@@ -106,3 +106,16 @@ def test_other_methods_learn(method):
 def test_bad_method():
   with pytest.raises(ValueError, match="method"):
     ft.FinetuneConfig(method="sgd")
+
+
+@pytest.mark.slow
+def test_cli_finetune_quick_writes_report(tmp_path):
+  import json
+
+  from jaxrepro.cli import main
+  out = tmp_path / "ft.json"
+  assert main(["qgalore", "finetune", "--quick", "--method", "lora", "--json", str(out)]) == 0
+  report = json.loads(out.read_text())
+  assert report["data"] == "embedded:pydoc_data.topics"
+  assert report["metrics"]["memory"]["trainable_params"] > 0
+  assert len(report["metrics"]["losses"]) == report["config"]["steps"]
