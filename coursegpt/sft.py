@@ -18,9 +18,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from qgalore_jax.lora import LoRAParam, apply_lora, merge
-
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+from qgalore_jax.lora import DEFAULT_TARGETS, LoRAParam, apply_lora, merge, trainable_count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +107,7 @@ def train_lora(model, tokenizer, train: Sequence[dict[str, Any]], config: SFTCon
   tokens, mask = encode_pairs(train, tokenizer, config.max_len)
   eval_data = encode_pairs(held_out, tokenizer, config.max_len) if held_out else None
   add_adapters(model, config, seed)
-  trainable = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, LoRAParam)))
+  trainable = trainable_count(model)
   eval_before = float(_eval_loss(model, *eval_data)) if eval_data else None
   optimizer = nnx.Optimizer(model, optax.adamw(config.learning_rate), wrt=LoRAParam)
   rng = np.random.default_rng(seed)
