@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import random
 import time
 from pathlib import Path
 
@@ -95,15 +94,13 @@ def _finish(report: Report, args: argparse.Namespace, backends, start: float) ->
 def _cmd_distill(args: argparse.Namespace) -> int:
   from coursegpt.pipeline import Backends, LOCAL, config_for
   from coursegpt.stages import run_distill
-  from coursegpt.textbook import load_textbook
+  from coursegpt.textbook import load_textbook, select_paragraphs
   if not args.out:
     raise ValueError("distill needs --out DIR (the QA directory it writes)")
   _positive(args.paragraphs, "--paragraphs")
   config = config_for(args.quick)
   paragraphs, source = load_textbook(args.textbook or args.data)
-  count = min(args.paragraphs or config.paragraphs, len(paragraphs))
-  chosen = sorted(random.Random(args.seed).sample(range(len(paragraphs)), count))
-  paragraphs = [paragraphs[i] for i in chosen]
+  paragraphs = select_paragraphs(paragraphs, args.paragraphs or config.paragraphs, args.seed)
   teachers = args.teacher or [LOCAL]
   out = Path(args.out)
   start, ticker = time.perf_counter(), _Ticker("distill")

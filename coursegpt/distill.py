@@ -74,14 +74,24 @@ def _bulleted(items: Sequence[str]) -> str:
   return "\n".join(f"- {q}" for q in items)
 
 
+_INTERROGATIVE = re.compile(r"(?i)^(?:what|why|how|when|where|which|who|whom|whose|is|are|can|"
+                            r"could|does|do|did|should|would|will|in what|explain)\b")
+
+
 def parse_questions(text: str, min_words: int = 3) -> list[str]:
-  """Questions of a list reply: one per line, numbering/bullets removed, ending in '?'
-  (an unfinished last line, cut by the token limit, has none and is dropped)."""
+  """Questions of a list reply: one per line, numbering, bullets and "Question:" labels
+  removed. A line counts when it ends in '?', or starts like a question and ends a sentence
+  (small teachers often close with '.' or a quote); an unfinished last line, cut by the token
+  limit, does neither and is dropped."""
   out = []
   for line in text.splitlines():
-    line = re.sub(r"^\s*(?:[-*•]|\(?\d+[.):]|q\d*[.:])\s*", "", line.strip(), flags=re.I)
-    line = line.strip().strip('"“”').strip()
-    if line.endswith("?") and len(line.split()) >= min_words:
+    line = re.sub(r"^(?:\s*(?:[-*•]|\(?\d+[.):]|\**q(?:uestion)?\s*\d*\s*[.:)]\**))+\s*", "",
+                  line.strip(), flags=re.I).strip()
+    if len(line) > 1 and line[0] in "\"“" and line[-1] in "\"”":
+      line = line[1:-1].strip()
+    if len(line.split()) < min_words:
+      continue
+    if line.endswith("?") or (_INTERROGATIVE.match(line) and line[-1] in ".\"'”"):
       out.append(line)
   return out
 

@@ -48,13 +48,14 @@ FULL = PipelineConfig(
     sft_steps=200, sft_batch_size=4, sft_max_len=384, sft_learning_rate=1e-4)
 
 # Minutes on 2 shared CPU cores: one max_tokens for every call (one compiled decode shape),
-# 2 paragraphs, 1 round with 2 prompts, a few SFT steps at a larger learning rate.
+# 3 paragraphs (2 questions kept from each), 1 round from 2 prompts keeping the top 1 (one
+# reflection, one resampled prompt), a few SFT steps at a larger learning rate.
 _Q = 64
 QUICK = PipelineConfig(
-    paragraphs=2,
+    paragraphs=3,
     distill=DistillConfig(questions_per_call=4, expansion_rounds=1,
-                          max_questions_per_paragraph=3, max_tokens=_Q, answer_max_tokens=_Q),
-    optimize=OptimizeConfig(rounds=1, top_k=2, critiques=5, answer_max_tokens=_Q,
+                          max_questions_per_paragraph=2, max_tokens=_Q, answer_max_tokens=_Q),
+    optimize=OptimizeConfig(rounds=1, top_k=1, critiques=5, answer_max_tokens=_Q,
                             judge_max_tokens=_Q, rewrite_max_tokens=_Q, judge_attempts=2),
     initial_prompts=2, n_val=1, n_test=2, eval_max_tokens=_Q,
     sft_steps=4, sft_batch_size=2, sft_max_len=128, sft_learning_rate=1e-3)
@@ -83,6 +84,11 @@ class Backends(contextlib.ExitStack):
       from coursegpt.serving import load_default_engine
       self._engine, self.model_source = load_default_engine()
     return self._engine
+
+  def fresh_model(self):
+    """A new model object with the engine's (immutable) weights, free to be adapted."""
+    from flax import nnx
+    return nnx.merge(self.engine.generator.graphdef, self.engine.generator.state)
 
   def local_url(self) -> str:
     if self._local_url is None:

@@ -9,10 +9,13 @@ prefill FLOPs per call buy three compiled shapes instead of twenty.
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 from typing import Iterator
 
+import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from llm.generate import PROMPT_BUCKET, Generator, pad_prompts
 
@@ -41,6 +44,26 @@ def make_engine(model, tokenizer, *, model_name: str = "smollm2-135m",
   engine.generator = BucketedGenerator(model, prompt_bucket=prompt_bucket,
                                        pad_id=tokenizer.pad_id, stop_ids=tokenizer.stop_ids)
   return engine
+
+
+def engine_with_weights(engine, model, model_name: str):
+  """An engine for ``model`` that reuses ``engine``'s compiled prefill and decode loops.
+
+  ``model`` must have the architecture and parameter tree of ``engine``'s model (e.g. the base
+  model with LoRA merged into its kernels): the jitted functions take the weights as an
+  argument, so only the weights change and nothing recompiles.
+  """
+  graphdef, state = nnx.split(model)
+  if jax.tree.structure(state) != jax.tree.structure(engine.generator.state):
+    raise ValueError("the model's parameter tree differs from the engine's model")
+  generator = copy.copy(engine.generator)
+  generator.state = state
+  generator._variants = {}
+  new = copy.copy(engine)
+  new.generator = generator
+  new.model_name = model_name
+  new._lock = threading.Lock()
+  return new
 
 
 def load_default_engine(max_seq_len: int = 2048):

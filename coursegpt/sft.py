@@ -128,3 +128,12 @@ def merged_copy(model):
   clone = nnx.clone(model)
   merge(clone)
   return clone
+
+
+def merged_into(base, adapted):
+  """``base`` (an adapter-free model, updated in place and returned) with the weights of
+  ``adapted``, adapters merged: the result has the base model's parameter tree, so code
+  compiled for the base model serves it."""
+  weights = nnx.state(merged_copy(adapted), nnx.All(nnx.Param, nnx.Not(LoRAParam)))
+  nnx.update(base, weights)
+  return base

@@ -153,13 +153,12 @@ def load_adapters(model, path: Path):
 def run_sft(backends: Backends, qa_dir: Path, config: PipelineConfig, *, steps: int | None,
             seed: int = 0, tick: Tick = None) -> dict[str, Any]:
   """LoRA SFT of SmolLM2 on ``qa_dir/train.jsonl``; adapters saved under ``qa_dir/lora``."""
-  from llm.gguf_loader import load_smollm2
   from coursegpt.sft import train_lora
   train = read_jsonl(qa_dir / "train.jsonl")
   test = read_jsonl(qa_dir / "test.jsonl")
   require_fields(train, QA_FIELDS, str(qa_dir / "train.jsonl"))
   sft_config = _sft_config(config, steps)
-  model = load_smollm2(max_seq_len=max(config.sft_max_len, 1024))
+  model = backends.fresh_model()
   tokenizer = backends.engine.tokenizer
   start = time.perf_counter()
   result = train_lora(model, tokenizer, train, sft_config, held_out=test, seed=seed,
@@ -176,13 +175,14 @@ def run_sft(backends: Backends, qa_dir: Path, config: PipelineConfig, *, steps: 
 
 
 def tuned_student(backends: Backends, adapter_dir: Path) -> CachedBackend:
-  """The LoRA-tuned SmolLM2 (adapters merged), in process, cached under its adapter digest."""
-  from llm.gguf_loader import load_smollm2
-  from coursegpt.serving import make_engine
-  from coursegpt.sft import adapter_digest, merged_copy
-  model = load_adapters(load_smollm2(max_seq_len=2048), adapter_dir)
-  name = f"{backends.engine.model_name}+lora-{adapter_digest(model)}"
-  engine = make_engine(merged_copy(model), backends.engine.tokenizer, model_name=name)
+  """The LoRA-tuned SmolLM2 (adapters merged), in process, cached under its adapter digest;
+  it reuses the base engine's compiled generation."""
+  from coursegpt.serving import engine_with_weights
+  from coursegpt.sft import adapter_digest, merged_into
+  adapted = load_adapters(backends.fresh_model(), adapter_dir)
+  name = f"{backends.engine.model_name}+lora-{adapter_digest(adapted)}"
+  engine = engine_with_weights(backends.engine, merged_into(backends.fresh_model(), adapted),
+                               name)
   return CachedBackend(LocalBackend(engine), backends.cache)
 
 

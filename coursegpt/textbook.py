@@ -4,6 +4,7 @@ Python's own documentation topics (``pydoc_data.topics``, the text behind ``help
 from __future__ import annotations
 
 import dataclasses
+import random
 import re
 from pathlib import Path
 
@@ -53,3 +54,11 @@ def load_textbook(textbook: str | None) -> tuple[list[Paragraph], DataSource]:
   if not paragraphs:
     raise ValueError(f"no paragraph of {MIN_WORDS}..{MAX_WORDS} words in {source.describe()}")
   return paragraphs, source
+
+
+def select_paragraphs(paragraphs: list[Paragraph], count: int, seed: int = 0) -> list[Paragraph]:
+  """``count`` paragraphs drawn without replacement (in textbook order)."""
+  if count < 1:
+    raise ValueError(f"need at least one paragraph, got {count}")
+  chosen = sorted(random.Random(seed).sample(range(len(paragraphs)), min(count, len(paragraphs))))
+  return [paragraphs[i] for i in chosen]

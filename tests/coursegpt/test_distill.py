@@ -70,3 +70,17 @@ def test_embedded_textbook_is_prose_paragraphs(tmp_path):
   assert [p.id for p in loaded] == ["book#0"] and source.origin == "explicit"
   with pytest.raises(FileNotFoundError):
     load_textbook(str(tmp_path / "missing.txt"))
+
+
+def test_parse_questions_small_teacher_habits():
+  text = """Here are four new questions:
+**First question**
+Question: What happens to objects created through a mutable variable?
+1. Why does the definition work as a verb in the sentence "The definition works."
+2. **Q2:** How is a tuple hashed.
+3. The passage says tuples are immutable.
+4. How does the apostrophe in the definition of"""
+  assert parse_questions(text) == [
+      "What happens to objects created through a mutable variable?",
+      'Why does the definition work as a verb in the sentence "The definition works."',
+      "How is a tuple hashed."]

@@ -80,3 +80,29 @@ def test_lora_sft_fits_pairs_and_adapters_round_trip(tokenizer, tmp_path):
   restored = load_adapters(tiny_model(), tmp_path)
   np.testing.assert_array_equal(restored(tokens)[0], logits)
   assert len(nnx.state(restored, LoRAParam)) > 0
+
+
+def test_merged_weights_serve_through_the_base_engine(tokenizer):
+  from coursegpt.serving import engine_with_weights, make_engine
+  from coursegpt.sft import merged_into
+  from llm.generate import SamplingParams
+  from coursegpt.sft import add_adapters
+  from qgalore_jax.lora import lora_layers
+  adapted = add_adapters(tiny_model(), SFTConfig(rank=4, alpha=8))
+  rng = np.random.default_rng(0)
+  for layer in lora_layers(adapted):  # as if trained: B away from its zero init
+    layer.lora_b.set_value(rng.normal(0, 0.5, layer.lora_b.get_value().shape).astype(np.float32))
+  plain = merged_into(tiny_model(), adapted)
+  assert not any("lora" in str(path) for path, _ in nnx.to_flat_state(nnx.state(plain)))
+  tokens, _ = encode_pairs(PAIRS, tokenizer, 48)
+  np.testing.assert_allclose(plain(tokens)[0], adapted(tokens)[0], atol=2e-4)
+
+  base_engine = make_engine(tiny_model(), tokenizer, model_name="tiny", prompt_bucket=64)
+  tuned = engine_with_weights(base_engine, plain, "tiny+lora")
+  fresh = make_engine(plain, tokenizer, model_name="tiny+lora", prompt_bucket=64)
+  body = {"max_tokens": 6}
+  prompt = "What is a list?"
+  assert tuned.complete(prompt, body) == fresh.complete(prompt, body)
+  assert tuned.complete(prompt, body) != base_engine.complete(prompt, body)
+  with pytest.raises(ValueError, match="parameter tree"):
+    engine_with_weights(base_engine, adapted, "x")
