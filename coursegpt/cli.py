@@ -85,7 +85,7 @@ def _finish(report: Report, args: argparse.Namespace, backends, start: float) ->
   report.metrics["cache_hits"] = backends.cache.hits
   if args.json:
     report.write_json(args.json)
-  if args.out and report.name != "coursegpt-distill":
+  if args.out:
     report.write(args.out)
   print(report.markdown())
   return 0

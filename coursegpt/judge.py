@@ -29,21 +29,29 @@ FIELDS: dict[str, str] = {
 JUDGE_SYSTEM = ("You are a strict, impartial teacher grading a student's answer to a Python "
                 "course question against a reference answer.")
 
+_SCORE_LINES = """Factual accuracy: <1-10>
+User satisfaction: <1-10>
+Clarity: <1-10>
+Condensability: <1-10>
+Overall: <1-10>"""
+
+# Chain of thought (the paper): critique first, then the scores.
+REASONING_FIRST = ("First write one or two sentences of critique after \"Critique:\". Then give "
+                   "each score from 1 (worst) to 10 (best), one per line, exactly in this "
+                   "format:\nCritique: <your reasoning>\n" + _SCORE_LINES)
+# For small judges, which wander while reasoning and never reach the scores within a short token
+# limit: the scores first, then one sentence of critique (still fed to reflection).
+SCORES_FIRST = ("Give each score from 1 (worst) to 10 (best), one per line, then one sentence of "
+                "critique, exactly in this format:\n" + _SCORE_LINES
+                + "\nCritique: <one sentence>")
+
 JUDGE_TEMPLATE = """Question: {question}
 
 Reference answer: {reference}
 
 Student answer: {response}
 
-Compare the student answer with the reference answer. First write one or two sentences of \
-critique after "Critique:". Then give each score from 1 (worst) to 10 (best), one per line, \
-exactly in this format:
-Critique: <your reasoning>
-Factual accuracy: <1-10>
-User satisfaction: <1-10>
-Clarity: <1-10>
-Condensability: <1-10>
-Overall: <1-10>"""
+Compare the student answer with the reference answer. {instructions}"""
 
 
 class JudgeParseError(ValueError):
@@ -72,7 +80,7 @@ def parse_judgement(text: str) -> Judgement:
   """
   if not isinstance(text, str) or not text.strip():
     raise JudgeParseError("the judge's reply is empty")
-  scores, first_score_at, problems = {}, len(text), []
+  scores, first_score_at, last_score_end, problems = {}, len(text), 0, []
   for field, names in FIELDS.items():
     pattern = (rf"(?im)^[\s>*#\-\d.)]*\**\s*(?:{names})\s*(?:score)?\s*\**\s*[:=\-]\s*\**\s*"
                + _NUMBER)
@@ -94,9 +102,11 @@ def parse_judgement(text: str) -> Judgement:
       continue
     scores[field] = value
     first_score_at = min(first_score_at, match.start())
+    last_score_end = max(last_score_end, match.end())
   if problems:
     raise JudgeParseError("; ".join(problems) + f" in judge reply {text.strip()[:200]!r}")
-  critique = re.sub(r"(?i)^\W*critique\W*", "", text[:first_score_at].strip()).strip()
+  critique = text[:first_score_at].strip() or text[last_score_end:].strip()
+  critique = re.sub(r"(?i)^\W*critique\W*", "", critique).strip()
   return Judgement(scores, critique)
 
 
@@ -117,33 +127,39 @@ def text_length(text: str) -> int:
 
 # A worked grading exchange shown before the real request: small judges copy the format of a
 # previous assistant turn far more reliably than they follow a format description.
-_EXAMPLE_REQUEST = JUDGE_TEMPLATE.format(
+_EXAMPLE = dict(
     question="What does the len() function return for a dictionary?",
     reference="len(d) returns the number of keys (items) stored in the dictionary d.",
     response="It returns the number of key-value pairs, so len({'a': 1, 'b': 2}) is 2. It also "
     "sorts the keys.")
-_EXAMPLE_REPLY = """Critique: The count of key-value pairs is correct and the example helps, but \
-the claim that len() sorts the keys is false.
-Factual accuracy: 5
+_EXAMPLE_CRITIQUE = ("Critique: The count of key-value pairs is correct and the example helps, "
+                     "but the claim that len() sorts the keys is false.")
+_EXAMPLE_SCORES = """Factual accuracy: 5
 User satisfaction: 6
 Clarity: 8
 Condensability: 7
 Overall: 6"""
 
 
-def judge_messages(question: str, reference: str, response: str) -> list[dict[str, str]]:
+def judge_messages(question: str, reference: str, response: str, *,
+                   reasoning_first: bool = True) -> list[dict[str, str]]:
+  instructions = REASONING_FIRST if reasoning_first else SCORES_FIRST
+  example_reply = (f"{_EXAMPLE_CRITIQUE}\n{_EXAMPLE_SCORES}" if reasoning_first
+                   else f"{_EXAMPLE_SCORES}\n{_EXAMPLE_CRITIQUE}")
   return [{"role": "system", "content": JUDGE_SYSTEM},
-          {"role": "user", "content": _EXAMPLE_REQUEST},
-          {"role": "assistant", "content": _EXAMPLE_REPLY},
+          {"role": "user", "content": JUDGE_TEMPLATE.format(**_EXAMPLE,
+                                                            instructions=instructions)},
+          {"role": "assistant", "content": example_reply},
           {"role": "user", "content": JUDGE_TEMPLATE.format(
-              question=question, reference=reference, response=response)}]
+              question=question, reference=reference, response=response,
+              instructions=instructions)}]
 
 
 def judge(backend: Backend, question: str, reference: str, response: str, *,
-          max_tokens: int = 160, attempts: int = 3) -> Judgement:
+          max_tokens: int = 160, attempts: int = 3, reasoning_first: bool = True) -> Judgement:
   """Asks ``backend`` to grade ``response``; an unparseable reply is retried by sampling
   (temperature 0.7, new seed) up to ``attempts`` times, then the last error is raised."""
-  messages = judge_messages(question, reference, response)
+  messages = judge_messages(question, reference, response, reasoning_first=reasoning_first)
   error = None
   for attempt in range(attempts):
     params = GenParams(max_tokens=max_tokens, temperature=0.0 if attempt == 0 else 0.7,

@@ -54,6 +54,7 @@ class OptimizeConfig:
   judge_max_tokens: int = 160
   rewrite_max_tokens: int = 192
   judge_attempts: int = 3
+  judge_reasoning_first: bool = True  # the paper's chain of thought; False for tiny judges
   alpha: float = LENGTH_ALPHA
   with_paragraph: bool = True  # answer with the source paragraph as reference, as in distill
 
@@ -77,7 +78,8 @@ def score_candidate(candidate: Candidate, validation: Sequence[dict[str, Any]],
                              params).strip()
     try:
       verdict = judge(judge_backend, qa["question"], qa["answer"], response,
-                      max_tokens=config.judge_max_tokens, attempts=config.judge_attempts)
+                      max_tokens=config.judge_max_tokens, attempts=config.judge_attempts,
+                      reasoning_first=config.judge_reasoning_first)
     except JudgeParseError as e:
       candidate.judge_failures += 1
       log.warning("judge failed on prompt %s: %s", candidate.id, e)

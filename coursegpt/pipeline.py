@@ -48,6 +48,7 @@ FULL = PipelineConfig(
     sft_steps=200, sft_batch_size=4, sft_max_len=384, sft_learning_rate=1e-4)
 
 # Minutes on 2 shared CPU cores: one max_tokens for every call (one compiled decode shape),
+# scores before the critique (SmolLM2 reasoning first does not reach the scores in 64 tokens),
 # 3 paragraphs (2 questions kept from each), 1 round from 2 prompts keeping the top 1 (one
 # reflection, one resampled prompt), a few SFT steps at a larger learning rate.
 _Q = 64
@@ -56,7 +57,8 @@ QUICK = PipelineConfig(
     distill=DistillConfig(questions_per_call=4, expansion_rounds=1,
                           max_questions_per_paragraph=2, max_tokens=_Q, answer_max_tokens=_Q),
     optimize=OptimizeConfig(rounds=1, top_k=1, critiques=5, answer_max_tokens=_Q,
-                            judge_max_tokens=_Q, rewrite_max_tokens=_Q, judge_attempts=2),
+                            judge_max_tokens=_Q, rewrite_max_tokens=_Q, judge_attempts=2,
+                            judge_reasoning_first=False),
     initial_prompts=2, n_val=1, n_test=2, eval_max_tokens=_Q,
     sft_steps=4, sft_batch_size=2, sft_max_len=128, sft_learning_rate=1e-3)
 

@@ -95,7 +95,8 @@ def evaluate_student(student, judge_backend, test: Sequence[dict[str, Any]],
     try:
       verdict = judge(judge_backend, qa["question"], qa["answer"], answer,
                       max_tokens=config.optimize.judge_max_tokens,
-                      attempts=config.optimize.judge_attempts)
+                      attempts=config.optimize.judge_attempts,
+                      reasoning_first=config.optimize.judge_reasoning_first)
       scores.append(penalized_score(verdict, answer, qa["answer"], config.optimize.alpha))
     except JudgeParseError:
       failures += 1

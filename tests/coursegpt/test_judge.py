@@ -100,3 +100,20 @@ def test_judge_retries_by_sampling_then_raises(scripted):
   with pytest.raises(JudgeParseError, match="overall = 42"):
     judge(always_bad, "q", "ref", "resp", attempts=2)
   assert len(always_bad.requests) == 2
+
+
+def test_parse_scores_first_reply_takes_the_critique_after():
+  text = ("Factual accuracy: 4\nUser satisfaction: 5\nClarity: 6\nCondensability: 7\n"
+          "Overall: 5\nCritique: Misses the main point.")
+  verdict = parse_judgement(text)
+  assert verdict.overall == 5 and verdict.critique == "Misses the main point."
+
+
+@pytest.mark.parametrize("reasoning_first", [True, False])
+def test_judge_prompt_shows_a_parseable_worked_example(reasoning_first):
+  from coursegpt.judge import judge_messages
+  messages = judge_messages("q", "ref", "resp", reasoning_first=reasoning_first)
+  assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+  example = parse_judgement(messages[2]["content"])
+  assert example.overall == 6 and "sorts the keys is false" in example.critique
+  assert messages[2]["content"].startswith("Critique" if reasoning_first else "Factual")
