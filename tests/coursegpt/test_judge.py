@@ -82,9 +82,10 @@ def test_parse_failures_are_clear(text, message):
 
 
 def test_all_fields_are_named_in_the_prompt():
-  from coursegpt.judge import JUDGE_TEMPLATE
+  from coursegpt.judge import REASONING_FIRST, SCORES_FIRST
   for field in FIELDS:
-    assert field.split("_")[0] in JUDGE_TEMPLATE.lower()
+    assert field.split("_")[0] in REASONING_FIRST.lower()
+    assert field.split("_")[0] in SCORES_FIRST.lower()
 
 
 def test_judge_retries_by_sampling_then_raises(scripted):
