@@ -94,9 +94,10 @@ def score_candidate(candidate: Candidate, validation: Sequence[dict[str, Any]],
 
 
 def top_k(candidates: Sequence[Candidate], k: int) -> list[Candidate]:
-  """The ``k`` best scored candidates (unscored ones never), ties broken by id."""
+  """The ``k`` best scored candidates (unscored ones never); on a tie the earlier one wins, so
+  a new prompt replaces an incumbent only by scoring strictly higher."""
   scored = [c for c in candidates if c.score is not None]
-  return sorted(scored, key=lambda c: (-c.score, c.id))[:k]
+  return sorted(scored, key=lambda c: -c.score)[:k]  # sorted() is stable
 
 
 def reflect(candidate: Candidate, optimizer: Backend, config: OptimizeConfig,

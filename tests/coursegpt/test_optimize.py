@@ -15,11 +15,12 @@ VALIDATION = [{"question": f"Q{i}?", "answer": "ref answer words", "paragraph_id
 PARAGRAPHS = {"p#0": "Some paragraph."}
 
 
-def test_top_k_orders_by_score_then_id_and_skips_unscored():
+def test_top_k_orders_by_score_then_age_and_skips_unscored():
   cands = [Candidate("b", "x", "seed", 0, score=5.0), Candidate("a", "y", "seed", 0, score=5.0),
-           Candidate("c", "z", "seed", 0, score=None), Candidate("d", "w", "seed", 0, score=7.0)]
-  assert [c.id for c in top_k(cands, 5)] == ["d", "a", "b"]
-  assert [c.id for c in top_k(cands, 2)] == ["d", "a"]
+           Candidate("c", "z", "seed", 0, score=None), Candidate("d", "w", "seed", 0, score=7.0),
+           Candidate("r1-reflect-b", "v", "reflection", 1, score=5.0)]
+  assert [c.id for c in top_k(cands, 5)] == ["d", "b", "a", "r1-reflect-b"]
+  assert [c.id for c in top_k(cands, 2)] == ["d", "b"]
 
 
 def test_reflection_feeds_a_random_sample_of_critiques(scripted):
