@@ -77,7 +77,7 @@ def run(quick: bool, out_dir: Path) -> Report:
                                "after": sft["test_answer_loss_after"]},
       "sft_trainable_params": sft["trainable_params"],
       "held_out": {name: {k: m[k] for k in ("bleu4", "rougeL", "judge_score",
-                                            "judge_failures")}
+                                            "judge_failures", "answers_changed") if k in m}
                    for name, m in evaluation.items()},
       "held_out_all": evaluation,
   })

@@ -48,10 +48,10 @@ FULL = PipelineConfig(
     sft_steps=200, sft_batch_size=4, sft_max_len=384, sft_learning_rate=1e-4)
 
 # Minutes on 2 shared CPU cores: one max_tokens for every call (one compiled decode shape),
-# scores before the critique (SmolLM2 reasoning first does not reach the scores in 64 tokens),
+# scores before the critique (SmolLM2 reasoning first does not reach the scores in 48 tokens),
 # 3 paragraphs (2 questions kept from each), 1 round from 2 prompts keeping the top 1 (one
 # reflection, one resampled prompt), a few SFT steps at a larger learning rate.
-_Q = 64
+_Q = 48
 QUICK = PipelineConfig(
     paragraphs=3,
     distill=DistillConfig(questions_per_call=4, expansion_rounds=1,
@@ -100,9 +100,13 @@ class Backends(contextlib.ExitStack):
 
   def get(self, spec: str, model: str | None = None) -> CachedBackend:
     url = self.local_url() if spec == LOCAL else spec
-    backend = CachedBackend(OpenAIBackend(url, model), self.cache)
-    self._backends.append(backend)
-    return backend
+    return self.cached(OpenAIBackend(url, model))
+
+  def cached(self, backend) -> CachedBackend:
+    """``backend`` behind the shared cache, its calls counted in :attr:`calls`."""
+    cached = CachedBackend(backend, self.cache)
+    self._backends.append(cached)
+    return cached
 
   @property
   def calls(self) -> int:

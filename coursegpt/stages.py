@@ -106,6 +106,7 @@ def evaluate_student(student, judge_backend, test: Sequence[dict[str, Any]],
   metrics["judge_score"] = statistics.fmean(scores) if scores else None
   metrics["judge_failures"] = failures
   metrics["mean_answer_words"] = statistics.fmean(len(a.split()) for a in answers)
+  metrics["answers"] = answers
   return metrics
 
 
@@ -184,7 +185,7 @@ def tuned_student(backends: Backends, adapter_dir: Path) -> CachedBackend:
   name = f"{backends.engine.model_name}+lora-{adapter_digest(adapted)}"
   engine = engine_with_weights(backends.engine, merged_into(backends.fresh_model(), adapted),
                                name)
-  return CachedBackend(LocalBackend(engine), backends.cache)
+  return backends.cached(LocalBackend(engine))
 
 
 def run_eval(backends: Backends, test: Sequence[dict[str, Any]], config: PipelineConfig, *,
@@ -194,8 +195,14 @@ def run_eval(backends: Backends, test: Sequence[dict[str, Any]], config: Pipelin
   if not test:
     raise ValueError("the test set is empty")
   judge_backend = backends.get(judge_spec)
-  students = {"base": CachedBackend(LocalBackend(backends.engine), backends.cache)}
+  students = {"base": backends.cached(LocalBackend(backends.engine))}
   if adapter_dir is not None:
     students["lora"] = tuned_student(backends, adapter_dir)
-  return {name: evaluate_student(student, judge_backend, test, config, tick)
-          for name, student in students.items()}
+  results = {name: evaluate_student(student, judge_backend, test, config, tick)
+             for name, student in students.items()}
+  if "lora" in results:  # how many held-out answers the fine-tuning changed at all
+    results["lora"]["answers_changed"] = sum(
+        a != b for a, b in zip(results["base"]["answers"], results["lora"]["answers"]))
+  for metrics in results.values():
+    metrics.pop("answers")
+  return results
