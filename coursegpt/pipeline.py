@@ -48,12 +48,13 @@ FULL = PipelineConfig(
     sft_steps=200, sft_batch_size=4, sft_max_len=384, sft_learning_rate=1e-4)
 
 # Minutes on 2 shared CPU cores: one max_tokens for every call (one compiled decode shape),
-# scores before the critique (SmolLM2 reasoning first does not reach the scores in 48 tokens),
-# 3 paragraphs (2 questions kept from each), 1 round from 2 prompts keeping the top 1 (one
+# scores before the critique (SmolLM2 reasoning first does not reach the scores in 64 tokens),
+# 4 paragraphs (2 questions kept from each; SmolLM2 yields 0-3 new ones from a 64-token list),
+# 1 round from 2 prompts keeping the top 1 (one
 # reflection, one resampled prompt), a few SFT steps at a larger learning rate.
-_Q = 48
+_Q = 64
 QUICK = PipelineConfig(
-    paragraphs=3,
+    paragraphs=4,
     distill=DistillConfig(questions_per_call=4, expansion_rounds=1,
                           max_questions_per_paragraph=2, max_tokens=_Q, answer_max_tokens=_Q),
     optimize=OptimizeConfig(rounds=1, top_k=1, critiques=5, answer_max_tokens=_Q,

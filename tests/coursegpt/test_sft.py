@@ -85,7 +85,6 @@ def test_lora_sft_fits_pairs_and_adapters_round_trip(tokenizer, tmp_path):
 def test_merged_weights_serve_through_the_base_engine(tokenizer):
   from coursegpt.serving import engine_with_weights, make_engine
   from coursegpt.sft import merged_into
-  from llm.generate import SamplingParams
   from coursegpt.sft import add_adapters
   from qgalore_jax.lora import lora_layers
   adapted = add_adapters(tiny_model(), SFTConfig(rank=4, alpha=8))
