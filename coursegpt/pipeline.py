@@ -50,8 +50,8 @@ FULL = PipelineConfig(
 # Minutes on 2 shared CPU cores: one max_tokens for every call (one compiled decode shape),
 # scores before the critique (SmolLM2 reasoning first does not reach the scores in 64 tokens),
 # 4 paragraphs (2 questions kept from each; SmolLM2 yields 0-3 new ones from a 64-token list),
-# 1 round from 2 prompts keeping the top 1 (one
-# reflection, one resampled prompt), a few SFT steps at a larger learning rate.
+# 1 round from 2 prompts keeping the top 1 (one reflection, one resampled prompt), a few SFT
+# steps at a larger learning rate.
 _Q = 64
 QUICK = PipelineConfig(
     paragraphs=4,
