@@ -89,9 +89,10 @@ class Backends(contextlib.ExitStack):
     return self._engine
 
   def fresh_model(self):
-    """A new model object with the engine's (immutable) weights, free to be adapted."""
+    """A copy of the engine's model, free to be adapted or updated: ``nnx.merge`` alone would
+    share the engine's Variable objects, so updating its weights would change the engine's."""
     from flax import nnx
-    return nnx.merge(self.engine.generator.graphdef, self.engine.generator.state)
+    return nnx.clone(nnx.merge(self.engine.generator.graphdef, self.engine.generator.state))
 
   def local_url(self) -> str:
     if self._local_url is None:

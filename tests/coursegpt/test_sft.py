@@ -1,5 +1,6 @@
 """LoRA SFT on a tiny random decoder with SmolLM2's tokenizer."""
 
+import jax
 import numpy as np
 import pytest
 from flax import nnx
@@ -105,3 +106,22 @@ def test_merged_weights_serve_through_the_base_engine(tokenizer):
   assert tuned.complete(prompt, body) != base_engine.complete(prompt, body)
   with pytest.raises(ValueError, match="parameter tree"):
     engine_with_weights(base_engine, adapted, "x")
+
+
+def test_fresh_models_do_not_share_weights_with_the_engine(tokenizer, tmp_path):
+  from coursegpt.pipeline import Backends
+  from coursegpt.serving import make_engine
+  from coursegpt.sft import add_adapters, merged_into
+  from qgalore_jax.lora import lora_layers
+  with Backends(tmp_path) as backends:
+    backends._engine = make_engine(tiny_model(), tokenizer, model_name="tiny")
+    before = [np.asarray(x) for x in jax.tree.leaves(backends.engine.generator.state)]
+    adapted = add_adapters(backends.fresh_model(), SFTConfig(rank=2, alpha=4))
+    for layer in lora_layers(adapted):
+      layer.lora_b.set_value(np.ones(layer.lora_b.get_value().shape, np.float32))
+    plain = merged_into(backends.fresh_model(), adapted)
+    tokens, _ = encode_pairs(PAIRS, tokenizer, 48)
+    np.testing.assert_allclose(plain(tokens)[0], adapted(tokens)[0], atol=2e-4)
+    after = jax.tree.leaves(backends.engine.generator.state)
+    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, after))
+    assert not np.array_equal(backends.fresh_model()(tokens)[0], plain(tokens)[0])
