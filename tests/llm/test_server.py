@@ -40,11 +40,11 @@ def test_chat_round_trip_equals_direct_generation(served):
   engine, base = served
   status, body = _post(f"{base}/v1/chat/completions",
                        {"messages": [{"role": "user", "content": "Name a colour."}],
-                        "max_tokens": 6})
+                        "max_tokens": 12})
   assert status == 200 and body["object"] == "chat.completion"
   prompt = engine.tokenizer.apply_chat_template([{"role": "user", "content": "Name a colour."}])
   ids = engine.tokenizer.encode(prompt)
-  direct = engine.generator.generate([ids], SamplingParams(max_new_tokens=6))
+  direct = engine.generator.generate([ids], SamplingParams(max_new_tokens=12))
   assert body["choices"][0]["message"]["content"] == engine.tokenizer.decode(direct.tokens[0])
   assert body["usage"]["prompt_tokens"] == len(ids)
   assert body["usage"]["completion_tokens"] == len(direct.tokens[0])
@@ -52,7 +52,7 @@ def test_chat_round_trip_equals_direct_generation(served):
 
 def test_completions_concurrent_requests_are_consistent(served):
   _, base = served
-  payload = {"prompt": ["The sea is", "Python is"], "max_tokens": 5}
+  payload = {"prompt": ["The sea is", "Python is"], "max_tokens": 12}
   results = [None] * 4
 
   def call(i):
@@ -80,7 +80,7 @@ def test_bad_requests_get_4xx_json(served, payload, raw):
   _, base = served
   status, body = _post(f"{base}/v1/chat/completions", payload, raw)
   assert 400 <= status < 500 and body["error"]["message"]
-  status, body = _post(f"{base}/v1/completions", {"prompt": "still alive", "max_tokens": 2})
+  status, body = _post(f"{base}/v1/completions", {"prompt": "still alive", "max_tokens": 12})
   assert status == 200
 
 
