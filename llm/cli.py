@@ -56,6 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   ev.add_argument("--k", type=int, default=1, help="FFN blocks skipped after a hit")
   ev.add_argument("--gguf", metavar="PATH", default=None, help="GGUF file (default SmolLM2)")
   ev.add_argument("--warmup-tokens", type=int, default=16)
+  ev.add_argument("--seq-len", type=int, default=128,
+                  help="tokens per calibration / held-out sequence")
+  ev.add_argument("--heldout-seqs", type=int, default=8, help="held-out sequences (perplexity)")
+  ev.add_argument("--calib-seqs", type=int, default=4, help="calibration sequences")
+  ev.add_argument("--speed-tokens", type=int, default=64, help="batch-1 decode length timed")
+  ev.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
   add_common_args(ev, data_help="text file (calibration / held-out / prompts by paragraph; "
                   "default: the CPython stdlib docstrings)")
   ev.set_defaults(func=_cmd_eval_skip)
@@ -145,8 +151,10 @@ def _cmd_eval_skip(args) -> int:
   from llm.skip_eval import SkipEvalConfig, evaluate_skipping
   methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
   config = SkipEvalConfig(ratios=args.ratios, methods=methods, num_prompts=args.prompts,
-                          new_tokens=args.new_tokens, speed_tokens=64, k=args.k,
-                          warmup_tokens=args.warmup_tokens, seed=args.seed)
+                          new_tokens=args.new_tokens, speed_tokens=args.speed_tokens,
+                          heldout_seqs=args.heldout_seqs, calib_seqs=args.calib_seqs,
+                          seq_len=args.seq_len, warmup_tokens=args.warmup_tokens, k=args.k,
+                          rounds=args.rounds, seed=args.seed)
   if args.quick:
     config = SkipEvalConfig(ratios=args.ratios, methods=methods, num_prompts=min(args.prompts, 4),
                             new_tokens=min(args.new_tokens, 16), speed_tokens=24, heldout_seqs=2,

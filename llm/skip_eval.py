@@ -182,6 +182,17 @@ class SkipEvalConfig:
   calib_iters: int = 12
   seed: int = 0
 
+  def __post_init__(self):
+    for name in ("num_prompts", "prompt_tokens", "new_tokens", "heldout_seqs", "calib_seqs",
+                 "k", "rounds", "calib_iters"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if not 0 <= self.warmup_tokens < self.seq_len - 1:
+      raise ValueError(f"need 0 <= warmup_tokens ({self.warmup_tokens}) < seq_len - 1 "
+                       f"({self.seq_len - 1})")
+    if self.speed_tokens < 2:
+      raise ValueError(f"speed_tokens must be >= 2, got {self.speed_tokens}")
+
 
 def evaluate_skipping(model: Llama, tokenizer: Tokenizer, corpus, config: SkipEvalConfig,
                       progress=None) -> tuple[dict, Calibration]:

@@ -1,7 +1,8 @@
-"""``jaxrepro llm eval-skip`` end to end on a tiny random LLaMA written as a GGUF file (gguf-py's
+"""``jaxrepro llm eval-skip`` and ``generate`` end to end on a tiny random LLaMA written as a GGUF file (gguf-py's
 writer) with SmolLM2's tokenizer metadata."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -55,14 +56,20 @@ def _write_tiny_gguf(path, source):
   writer.close()
 
 
-@pytest.mark.slow  # ~35 XLA compilations and two parses of a 49k-token vocabulary: ~100 s here
-def test_eval_skip_cli_end_to_end(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory):
   try:
     source = gguf_loader._reader(gguf_loader.smollm2_path())
   except FileNotFoundError as e:
     pytest.skip(str(e))
-  tiny = tmp_path / "tiny.gguf"
-  _write_tiny_gguf(tiny, source)
+  path = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
+  _write_tiny_gguf(path, source)
+  return path
+
+
+@pytest.mark.slow  # ~35 XLA compilations and two parses of a 49k-token vocabulary: ~100 s here
+def test_eval_skip_cli_end_to_end(tiny_gguf, tmp_path, capsys):
+  tiny = tiny_gguf
   report_path = tmp_path / "eval.json"
   code = main(["llm", "eval-skip", "--gguf", str(tiny), "--quick", "--ratios", "0,0.25",
                "--prompts", "2", "--new-tokens", "8", "--json", str(report_path),
@@ -84,3 +91,22 @@ def test_eval_skip_cli_end_to_end(tmp_path, capsys):
       assert row["perplexity"] != results["full"]["perplexity"]
   assert (tmp_path / "out" / "ffn_layer_cosine.png").stat().st_size > 0
   assert "adaptive@0.25" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_generate_cli_streams_the_greedy_continuation(tiny_gguf, tmp_path, capsys, monkeypatch):
+  from llm.generate import Generator, SamplingParams
+  from llm.tokenizer import tokenizer_from_gguf
+  writes = []
+  real_write = sys.stdout.write
+  monkeypatch.setattr("sys.stdout.write", lambda text: writes.append(text) or real_write(text))
+  report_path = tmp_path / "gen.json"
+  assert main(["llm", "generate", "--gguf", str(tiny_gguf), "--prompt", "The sea is",
+               "--max-new-tokens", "12", "--json", str(report_path)]) == 0
+  text = json.loads(report_path.read_text())["metrics"]["text"]
+  tokenizer = tokenizer_from_gguf(tiny_gguf)
+  ids = Generator(gguf_loader.load_gguf(tiny_gguf), stop_ids=tokenizer.stop_ids).generate(
+      [tokenizer.encode("The sea is")], SamplingParams(max_new_tokens=12)).tokens[0]
+  assert text == tokenizer.decode(ids)
+  assert "".join(writes).strip() == text.strip()
+  assert sum(bool(w.strip()) for w in writes) > 1  # printed piece by piece, not at the end
