@@ -5,12 +5,14 @@ Endpoints (the subset of the OpenAI API that clients such as CourseGPT use):
 list of strings), ``GET /v1/models``. Request fields: ``max_tokens``, ``temperature``, ``top_p``,
 ``seed``, ``stop`` (strings; the text is cut before the first one), ``stream`` (server-sent
 events: one ``data: {chunk}`` event per piece of text, as OpenAI's ``chat.completion.chunk`` /
-``text_completion`` chunks, then ``data: [DONE]``). Malformed requests get a 4xx with ``{"error": {"message", "type"}}``; requests run one at a
-time (a lock around the model) while connections are accepted concurrently.
+``text_completion`` chunks, then ``data: [DONE]``). Malformed requests get a 4xx with
+``{"error": {"message", "type"}}``; requests run one at a time (a lock around the model) while
+connections are accepted concurrently.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -165,11 +167,12 @@ def chat_completion(engine: Engine, body: dict[str, Any]
     header = _header(engine, "chatcmpl", "chat.completion.chunk")
 
     def chunks():
-      yield {**header, "choices": [{"index": 0, "delta": {"role": "assistant"},
-                                    "finish_reason": None}]}
-      for text, finish in pieces:
-        delta = {"content": text} if text else {}
-        yield {**header, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+      with contextlib.closing(pieces):  # a client that leaves releases the model at once
+        yield {**header, "choices": [{"index": 0, "delta": {"role": "assistant"},
+                                      "finish_reason": None}]}
+        for text, finish in pieces:
+          delta = {"content": text} if text else {}
+          yield {**header, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
     return chunks()
   result = engine.complete(prompt, body)
   return {**_header(engine, "chatcmpl", "chat.completion"),
@@ -192,9 +195,10 @@ def completion(engine: Engine, body: dict[str, Any]
 
     def chunks():
       for i, pieces in enumerate(streams):
-        for text, finish in pieces:
-          yield {**header, "choices": [{"index": i, "text": text, "finish_reason": finish,
-                                        "logprobs": None}]}
+        with contextlib.closing(pieces):
+          for text, finish in pieces:
+            yield {**header, "choices": [{"index": i, "text": text, "finish_reason": finish,
+                                          "logprobs": None}]}
     return chunks()
   results = [engine.complete(p, body) for p in prompts]
   usage = {k: sum(_usage(r)[k] for r in results)

@@ -1,5 +1,5 @@
-"""``jaxrepro llm eval-skip`` and ``generate`` end to end on a tiny random LLaMA written as a GGUF file (gguf-py's
-writer) with SmolLM2's tokenizer metadata."""
+"""``jaxrepro llm eval-skip`` and ``generate`` end to end on a tiny random LLaMA written as a
+GGUF file (gguf-py's writer) with SmolLM2's tokenizer metadata."""
 
 import json
 import sys
