@@ -16,7 +16,7 @@ import numpy as np
 from jaxrepro.bench import Report, benchmark, benchmark_main
 
 FULL = dict(ratios=(0.0, 0.1, 0.2, 0.3), num_prompts=20, new_tokens=64, speed_tokens=128,
-            heldout_seqs=4, calib_seqs=2, seq_len=128, warmup_tokens=16, rounds=2, calib_iters=10)
+            heldout_seqs=4, calib_seqs=2, seq_len=128, warmup_tokens=16, rounds=3, calib_iters=10)
 PEER_TOKENS = 16  # transformers decodes slowly on this CPU: its rate is measured on 16 tokens
 QUICK = dict(ratios=(0.0, 0.25), num_prompts=2, new_tokens=16, speed_tokens=32, heldout_seqs=1,
              calib_seqs=1, seq_len=64, warmup_tokens=4, rounds=2, calib_iters=6)
@@ -56,7 +56,7 @@ def run(quick: bool, out_dir: Path) -> Report:
   from jaxrepro.metrics import plot_curves
   from llm.corpus import load_corpus
   from llm.gguf_loader import load_smollm2, smollm2_path
-  from llm.skip_eval import SkipEvalConfig, evaluate_skipping, prompt_ids
+  from llm.skip_eval import SkipEvalConfig, evaluate_skipping, ffn_weight_share, prompt_ids
   from llm.tokenizer import tokenizer_from_gguf
 
   config = SkipEvalConfig(**(QUICK if quick else FULL))
@@ -73,6 +73,7 @@ def run(quick: bool, out_dir: Path) -> Report:
 
   full = results["full"]
   metrics = {"full_tokens_per_s": full["tokens_per_s"], "full_perplexity": full["perplexity"],
+             "ffn_weight_share": ffn_weight_share(model.config),
              "transformers": peer, "cold_start": cal.cold_start, "cold_end": cal.cold_end,
              "layer_cosine": cal.layer_cosine.tolist(), "rules": results}
   if peer:
@@ -100,6 +101,10 @@ def run(quick: bool, out_dir: Path) -> Report:
       metrics=metrics, timings={"evaluation_s": seconds},
       notes=["tokens/s: batch 1, jitted decode loop only (prefill excluded), median of "
              "interleaved rounds; CPU shared with other jobs",
+             "speedup / cpu_speedup: median over rounds of full time / rule time, wall clock / "
+             "process CPU time (less sensitive to other jobs on the cores); "
+             "weight_read_bound_speedup: 1 / (1 - skip_ratio * ffn_weight_share), the most "
+             "skipping can give when decoding is bound by reading weights",
              "decode_skip_ratio: skipped FFN fraction over post-warm-up tokens of the agreement "
              "run; skip_ratio: over all tokens of the timed run (warm-up included)"])
 

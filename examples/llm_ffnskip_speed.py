@@ -14,7 +14,9 @@ prompt = se.prompt_ids(tok, c.prompts, 32, 1)[0]
 res = se.decode_throughput(g, prompt, 128, {"full": None, "adaptive@0.25": cal.rules["adaptive"][0.25],
                                            "static@0.25": cal.rules["static"][0.25],
                                            "random@0.25": cal.rules["random"][0.25]}, 16, rounds=5)
+share = se.ffn_weight_share(m.config)
 for k, v in res.items():
   print(k, round(v["tokens_per_s"], 3), "tok/s", "skip(all tokens)", round(v["skip_ratio"], 3),
-        "speedup", round(v["tokens_per_s"] / res["full"]["tokens_per_s"], 3))
+        "speedup wall", round(v["speedup"], 3), "cpu", round(v["cpu_speedup"], 3),
+        "weight-read bound", round(1 / (1 - v["skip_ratio"] * share), 3))
 print("threshold", cal.thresholds, "cold", cal.cold_start, cal.cold_end)

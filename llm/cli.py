@@ -56,6 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   ev.add_argument("--k", type=int, default=1, help="FFN blocks skipped after a hit")
   ev.add_argument("--gguf", metavar="PATH", default=None, help="GGUF file (default SmolLM2)")
   ev.add_argument("--warmup-tokens", type=int, default=16)
+  ev.add_argument("--seq-len", type=int, default=128,
+                  help="tokens per calibration / held-out sequence")
+  ev.add_argument("--heldout-seqs", type=int, default=8, help="held-out sequences (perplexity)")
+  ev.add_argument("--calib-seqs", type=int, default=4, help="calibration sequences")
+  ev.add_argument("--speed-tokens", type=int, default=64, help="batch-1 decode length timed")
+  ev.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
   add_common_args(ev, data_help="text file (calibration / held-out / prompts by paragraph; "
                   "default: the CPython stdlib docstrings)")
   ev.set_defaults(func=_cmd_eval_skip)
@@ -145,8 +151,10 @@ def _cmd_eval_skip(args) -> int:
   from llm.skip_eval import SkipEvalConfig, evaluate_skipping
   methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
   config = SkipEvalConfig(ratios=args.ratios, methods=methods, num_prompts=args.prompts,
-                          new_tokens=args.new_tokens, speed_tokens=64, k=args.k,
-                          warmup_tokens=args.warmup_tokens, seed=args.seed)
+                          new_tokens=args.new_tokens, speed_tokens=args.speed_tokens,
+                          heldout_seqs=args.heldout_seqs, calib_seqs=args.calib_seqs,
+                          seq_len=args.seq_len, warmup_tokens=args.warmup_tokens, k=args.k,
+                          rounds=args.rounds, seed=args.seed)
   if args.quick:
     config = SkipEvalConfig(ratios=args.ratios, methods=methods, num_prompts=min(args.prompts, 4),
                             new_tokens=min(args.new_tokens, 16), speed_tokens=24, heldout_seqs=2,
@@ -161,10 +169,12 @@ def _cmd_eval_skip(args) -> int:
                                    progress=lambda name, row=None: (bar.update(1),
                                                                     bar.set_postfix_str(name)))
   bar.close()
-  print(f"{'rule':>14} {'skip(decode)':>12} {'ppl':>9} {'agree':>6} {'tok/s':>7}")
+  print(f"{'rule':>14} {'skip(decode)':>12} {'ppl':>9} {'agree':>6} {'tok/s':>7} "
+        f"{'speedup':>7} {'cpu':>6} {'bound':>6}")
   for name, r in results.items():
     print(f"{name:>14} {r['decode_skip_ratio']:12.3f} {r['perplexity']:9.3f} "
-          f"{r['agreement']:6.3f} {r['tokens_per_s']:7.2f}")
+          f"{r['agreement']:6.3f} {r['tokens_per_s']:7.2f} {r['speedup']:7.3f} "
+          f"{r['cpu_speedup']:6.3f} {r.get('weight_read_bound_speedup', 1.0):6.3f}")
   report = Report(
       name="llm_eval_skip", command="jaxrepro llm eval-skip",
       config={**vars(config), "model": source},
@@ -173,7 +183,10 @@ def _cmd_eval_skip(args) -> int:
                "cold_start": cal.cold_start, "cold_end": cal.cold_end,
                "thresholds": {f"{r:g}": t for r, t in cal.thresholds.items()}},
       notes=["decode_skip_ratio: FFN blocks skipped over post-warm-up tokens of the agreement "
-             "run; skip_ratio: over all tokens of the tokens/s run; machine may be shared"])
+             "run; skip_ratio: over all tokens of the tokens/s run; machine may be shared",
+             "speedup / cpu_speedup: median over interleaved rounds of full-model time / rule "
+             "time (wall clock / process CPU time); weight_read_bound_speedup: 1 / (1 - "
+             "skip_ratio * FFN share of the weights read per token)"])
   if args.out:
     plot_curves({"mean cos(h, h+FFN)": (list(range(len(cal.layer_cosine))),
                                         cal.layer_cosine.tolist())},

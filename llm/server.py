@@ -3,17 +3,21 @@
 Endpoints (the subset of the OpenAI API that clients such as CourseGPT use):
 ``POST /v1/chat/completions`` (``messages``), ``POST /v1/completions`` (``prompt``: a string or a
 list of strings), ``GET /v1/models``. Request fields: ``max_tokens``, ``temperature``, ``top_p``,
-``seed``, ``stop`` (strings; the text is cut before the first one). ``stream`` is not supported.
-Malformed requests get a 4xx with ``{"error": {"message", "type"}}``; requests run one at a
-time (a lock around the model) while connections are accepted concurrently.
+``seed``, ``stop`` (strings; the text is cut before the first one), ``stream`` (server-sent
+events: one ``data: {chunk}`` event per piece of text, as OpenAI's ``chat.completion.chunk`` /
+``text_completion`` chunks, then ``data: [DONE]``). Malformed requests get a 4xx with
+``{"error": {"message", "type"}}``; requests run one at a time (a lock around the model) while
+connections are accepted concurrently.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -45,8 +49,9 @@ class Engine:
     self.max_len = model.config.max_seq_len
     self._lock = threading.Lock()
 
-  def complete(self, prompt: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Generates for one prompt string; returns text, finish reason and token counts."""
+  def _prepare(self, prompt: str, body: dict[str, Any]
+               ) -> tuple[list[int], SamplingParams, list[str]]:
+    """Validates a request for one prompt: ``(ids, sampling params, stop strings)``."""
     params = _sampling_params(body, self.warmup_tokens)
     stops = body.get("stop") or []
     stops = [stops] if isinstance(stops, str) else stops
@@ -58,6 +63,11 @@ class Engine:
     if len(ids) + params.max_new_tokens > self.max_len:
       raise BadRequest(f"prompt ({len(ids)} tokens) + max_tokens ({params.max_new_tokens}) "
                        f"exceeds the context ({self.max_len})")
+    return ids, params, stops
+
+  def complete(self, prompt: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Generates for one prompt string; returns text, finish reason and token counts."""
+    ids, params, stops = self._prepare(prompt, body)
     with self._lock:
       out = self.generator.generate([ids], params, self.rule)
     tokens, finish = out.tokens[0], "stop" if out.stopped[0] else "length"
@@ -67,6 +77,37 @@ class Engine:
       text, finish = text[:min(cut)], "stop"
     return {"text": text, "finish_reason": finish, "prompt_tokens": len(ids),
             "completion_tokens": len(tokens)}
+
+  def stream(self, prompt: str, body: dict[str, Any]) -> Iterator[tuple[str, str | None]]:
+    """Validates now, then (lazily, holding the model lock) yields ``(text_delta, None)`` pieces
+    and finally ``("", finish_reason)``. The pieces concatenate to :meth:`complete`'s text:
+    text that could begin a stop string, or an unfinished UTF-8 character, is held back."""
+    ids, params, stops = self._prepare(prompt, body)
+    hold = max((len(s) for s in stops), default=1) - 1
+
+    def pieces():
+      tokens, sent, finish = [], 0, None
+      with self._lock:
+        for token in self.generator.stream(ids, params, self.rule):
+          tokens.append(token)
+          text = self.tokenizer.decode(tokens)
+          cut = [text.index(s) for s in stops if s in text]
+          if cut:
+            text, finish = text[:min(cut)], "stop"
+            break
+          if text.endswith("\ufffd"):  # the rest of a multi-byte character is still to come
+            continue
+          if len(text) - hold > sent:
+            yield text[sent:len(text) - hold], None
+            sent = len(text) - hold
+      if finish is None:
+        text = self.tokenizer.decode(tokens)
+        finish = "length" if len(tokens) == params.max_new_tokens else "stop"
+      if len(text) > sent:
+        yield text[sent:], None
+      yield "", finish
+
+    return pieces()
 
 
 def _number(body: dict[str, Any], key: str, default, kind, lo, hi):
@@ -82,8 +123,8 @@ def _number(body: dict[str, Any], key: str, default, kind, lo, hi):
 
 
 def _sampling_params(body: dict[str, Any], warmup_tokens: int) -> SamplingParams:
-  if body.get("stream"):
-    raise BadRequest("'stream': true is not supported by this server")
+  if not isinstance(body.get("stream", False), bool):
+    raise BadRequest("'stream' must be true or false")
   if body.get("n", 1) != 1:
     raise BadRequest("only n = 1 is supported")
   return SamplingParams(
@@ -100,7 +141,7 @@ def _usage(result: dict[str, Any]) -> dict[str, int]:
           "total_tokens": result["prompt_tokens"] + result["completion_tokens"]}
 
 
-def chat_completion(engine: Engine, body: dict[str, Any]) -> dict[str, Any]:
+def _chat_prompt(engine: Engine, body: dict[str, Any]) -> str:
   messages = body.get("messages")
   if not isinstance(messages, list) or not messages:
     raise BadRequest("'messages' must be a non-empty list")
@@ -108,26 +149,61 @@ def chat_completion(engine: Engine, body: dict[str, Any]) -> dict[str, Any]:
     if not (isinstance(m, dict) and isinstance(m.get("role"), str)
             and isinstance(m.get("content"), str)):
       raise BadRequest("each message needs string 'role' and 'content'")
-  prompt = engine.tokenizer.apply_chat_template(
+  return engine.tokenizer.apply_chat_template(
       [{"role": m["role"], "content": m["content"]} for m in messages])
+
+
+def _header(engine: Engine, prefix: str, kind: str) -> dict[str, Any]:
+  return {"id": f"{prefix}-{uuid.uuid4().hex[:24]}", "object": kind,
+          "created": int(time.time()), "model": engine.model_name}
+
+
+def chat_completion(engine: Engine, body: dict[str, Any]
+                    ) -> dict[str, Any] | Iterator[dict[str, Any]]:
+  """A ``chat.completion``, or with ``stream`` an iterator of ``chat.completion.chunk``s."""
+  prompt = _chat_prompt(engine, body)
+  if body.get("stream"):
+    pieces = engine.stream(prompt, body)
+    header = _header(engine, "chatcmpl", "chat.completion.chunk")
+
+    def chunks():
+      with contextlib.closing(pieces):  # a client that leaves releases the model at once
+        yield {**header, "choices": [{"index": 0, "delta": {"role": "assistant"},
+                                      "finish_reason": None}]}
+        for text, finish in pieces:
+          delta = {"content": text} if text else {}
+          yield {**header, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return chunks()
   result = engine.complete(prompt, body)
-  return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
-          "created": int(time.time()), "model": engine.model_name,
+  return {**_header(engine, "chatcmpl", "chat.completion"),
           "choices": [{"index": 0, "finish_reason": result["finish_reason"],
                        "message": {"role": "assistant", "content": result["text"]}}],
           "usage": _usage(result)}
 
 
-def completion(engine: Engine, body: dict[str, Any]) -> dict[str, Any]:
+def completion(engine: Engine, body: dict[str, Any]
+               ) -> dict[str, Any] | Iterator[dict[str, Any]]:
+  """A ``text_completion`` (one choice per prompt), or with ``stream`` an iterator of its
+  chunks, prompt after prompt (``choices[0].index`` names the prompt)."""
   prompts = body.get("prompt")
   prompts = [prompts] if isinstance(prompts, str) else prompts
   if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
     raise BadRequest("'prompt' must be a string or a non-empty list of strings")
+  if body.get("stream"):
+    streams = [engine.stream(p, body) for p in prompts]  # validates every prompt first
+    header = _header(engine, "cmpl", "text_completion")
+
+    def chunks():
+      for i, pieces in enumerate(streams):
+        with contextlib.closing(pieces):
+          for text, finish in pieces:
+            yield {**header, "choices": [{"index": i, "text": text, "finish_reason": finish,
+                                          "logprobs": None}]}
+    return chunks()
   results = [engine.complete(p, body) for p in prompts]
   usage = {k: sum(_usage(r)[k] for r in results)
            for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
-  return {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion",
-          "created": int(time.time()), "model": engine.model_name,
+  return {**_header(engine, "cmpl", "text_completion"),
           "choices": [{"index": i, "text": r["text"], "finish_reason": r["finish_reason"],
                        "logprobs": None} for i, r in enumerate(results)],
           "usage": usage}
@@ -149,6 +225,23 @@ def make_handler(engine: Engine) -> type[BaseHTTPRequestHandler]:
       self.send_header("Content-Length", str(len(data)))
       self.end_headers()
       self.wfile.write(data)
+
+    def _send_events(self, chunks: Iterator[dict[str, Any]]) -> None:
+      """Server-sent events; the connection closes after ``[DONE]`` (HTTP/1.0 framing)."""
+      self.send_response(200)
+      self.send_header("Content-Type", "text/event-stream")
+      self.send_header("Cache-Control", "no-cache")
+      self.end_headers()
+      try:
+        for chunk in chunks:
+          self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+          self.wfile.flush()
+        self.wfile.write(b"data: [DONE]\n\n")
+      except (BrokenPipeError, ConnectionResetError):
+        chunks.close()  # the client left: stop generating and release the model
+      except Exception as e:  # headers are out: report in-band, as OpenAI does
+        error = {"error": {"message": f"{type(e).__name__}: {e}", "type": "server_error"}}
+        self.wfile.write(f"data: {json.dumps(error)}\n\n".encode())
 
     def _error(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
       self._send(status, {"error": {"message": message, "type": kind}})
@@ -177,7 +270,11 @@ def make_handler(engine: Engine) -> type[BaseHTTPRequestHandler]:
       if not isinstance(body, dict):
         return self._error(400, "the body must be a JSON object")
       try:
-        self._send(200, route(engine, body))
+        result = route(engine, body)
+        if isinstance(result, dict):
+          self._send(200, result)
+        else:
+          self._send_events(result)
       except (BadRequest, ValueError) as e:
         self._error(400, str(e))
       except Exception as e:  # keep serving; report as a server error

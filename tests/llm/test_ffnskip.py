@@ -125,3 +125,40 @@ def test_cold_regions_and_threshold_bisection():
   assert abs(achieved - 0.25) < 1e-6 and abs(threshold - 0.9375) < 1e-6
   with pytest.raises(ValueError):
     ffnskip.SkipRule.create("sometimes", 6, 1, 5)
+
+
+def _dots(jaxpr, intermediate):
+  """dot_generals of ``jaxpr`` (not of sub-jaxprs) that touch the MLP's intermediate size."""
+  return [e for e in jaxpr.eqns if e.primitive.name == "dot_general"
+          and any(intermediate in getattr(v.aval, "shape", ()) for v in e.invars + e.outvars)]
+
+
+def test_gated_mlp_lives_only_inside_cond_branches(model):
+  """Skipping saves compute only if no MLP matmul runs outside the ``lax.cond`` that skips it
+  (a computed-then-masked MLP would show its dots at top level)."""
+  _, cache = model(jnp.asarray([[4, 8, 15]]), cache=KVCache.init(CONFIG, 1, 8))
+  rule = ffnskip.adaptive_rule(6, 1, 5, threshold=0.9)
+  graphdef, state = nnx.split(model)
+  step = lambda state, cache, rule: nnx.merge(graphdef, state).forward(
+      jnp.asarray([[16]]), cache=cache, ffn_gate=rule).logits
+  jaxpr = jax.make_jaxpr(step)(state, cache, rule).jaxpr
+  inner = CONFIG.intermediate_size
+  assert not _dots(jaxpr, inner)
+  conds = [e for e in jaxpr.eqns if e.primitive.name == "cond"]
+  mlp_branches = [[len(_dots(b.jaxpr, inner)) for b in e.params["branches"]] for e in conds]
+  assert sorted(mlp_branches) == [[0, 3]] * CONFIG.num_layers  # skip: no dots; run: 3
+  ungated = jax.make_jaxpr(lambda s, c: nnx.merge(graphdef, s)(jnp.asarray([[16]]), cache=c)[0])(
+      state, cache).jaxpr
+  assert len(_dots(ungated, inner)) == 3 * CONFIG.num_layers  # the check sees MLP dots at all
+
+
+def test_ffn_weight_share_counts_the_real_parameter_tree():
+  from llm.skip_eval import ffn_weight_share
+  config = CONFIGS["smollm2_135m"]
+  abstract = nnx.eval_shape(lambda: Llama(config, rngs=nnx.Rngs(0)))
+  sizes = {"/".join(map(str, p)): np.prod(v.shape)
+           for p, v in nnx.to_flat_state(nnx.state(abstract, nnx.Param))}
+  kernels = {p: n for p, n in sizes.items() if p.endswith("kernel") or "embedding" in p}
+  mlp = sum(n for p, n in kernels.items() if "/mlp/" in p)
+  assert ffn_weight_share(config) == pytest.approx(mlp / sum(kernels.values()))
+  assert 0.55 < ffn_weight_share(config) < 0.65  # SmolLM2: 79.6M of 134.5M weights in FFNs
