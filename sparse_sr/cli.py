@@ -65,6 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="encoder and decoder dropout (default: the preset's; --quick 0)")
   train.add_argument("--spec-augment", choices=("on", "off"), default=None,
                      help="SpecAugment while training (default on; --quick off)")
+  train.add_argument("--vtlp", type=float, default=0.0,
+                     help="vocal tract length perturbation while training: warp factors "
+                     "drawn from 1 +- VTLP per utterance, e.g. 0.15 (default 0: off)")
   train.add_argument("--label-smoothing", type=float, default=0.1)
   train.add_argument("--eval-every", type=int, default=None)
   train.add_argument("--beam", type=int, default=0,
@@ -195,6 +198,8 @@ def cmd_train(args) -> int:
         model_config,
         encoder=dataclasses.replace(model_config.encoder, dropout=recipe["dropout"]),
         decoder=dataclasses.replace(model_config.decoder, dropout=recipe["dropout"]))
+  if args.vtlp:
+    model_config = dataclasses.replace(model_config, vtlp_warp=args.vtlp)
   if recipe["spec_augment"] == "off":
     model_config = dataclasses.replace(model_config, spec_augment=None)
   defaults = QUICK_TRAIN if args.quick else dict(steps=3000, batch_size=32, learning_rate=2e-3,
