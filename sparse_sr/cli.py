@@ -65,9 +65,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="encoder and decoder dropout (default: the preset's; --quick 0)")
   train.add_argument("--spec-augment", choices=("on", "off"), default=None,
                      help="SpecAugment while training (default on; --quick off)")
-  train.add_argument("--f-max", type=float, default=None,
-                     help="highest mel band edge in Hz (default: 8000, Nyquist at 16 kHz); "
-                     "4000 for 8 kHz recordings such as FSDD, whose upper bands are empty")
   train.add_argument("--vtlp", type=float, default=0.0,
                      help="vocal tract length perturbation while training: warp factors "
                      "drawn from 1 +- VTLP per utterance, e.g. 0.15 (default 0: off)")
@@ -201,9 +198,6 @@ def cmd_train(args) -> int:
         model_config,
         encoder=dataclasses.replace(model_config.encoder, dropout=recipe["dropout"]),
         decoder=dataclasses.replace(model_config.decoder, dropout=recipe["dropout"]))
-  if args.f_max:
-    model_config = dataclasses.replace(
-        model_config, features=dataclasses.replace(model_config.features, f_max=args.f_max))
   if args.vtlp:
     model_config = dataclasses.replace(model_config, vtlp_warp=args.vtlp)
   if recipe["spec_augment"] == "off":
