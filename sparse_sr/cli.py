@@ -58,6 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      f"--quick {QUICK_TRAIN['steps']})")
   train.add_argument("--batch-size", type=int, default=None)
   train.add_argument("--lr", type=float, default=None, help="peak learning rate")
+  train.add_argument("--warmup-steps", type=int, default=None,
+                     help="linear warm-up steps (default 300, --quick 30)")
   train.add_argument("--ctc-weight", type=float, default=None,
                      help="weight of CTC in the hybrid loss (default 0.1 as Auto-AVSR; "
                      f"--quick {QUICK_RECIPE['ctc_weight']})")
@@ -206,7 +208,8 @@ def cmd_train(args) -> int:
                                                  warmup_steps=300, eval_every=500,
                                                  checkpoint_every=500)
   overrides = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size,
-                                     learning_rate=args.lr, eval_every=args.eval_every).items()
+                                     learning_rate=args.lr, eval_every=args.eval_every,
+                                     warmup_steps=args.warmup_steps).items()
                if v is not None}
   train_config = TrainConfig(**{**defaults, **overrides}, ctc_weight=recipe["ctc_weight"],
                              label_smoothing=args.label_smoothing, seed=args.seed)
