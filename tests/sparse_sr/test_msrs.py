@@ -86,20 +86,19 @@ def test_stability_tracker_on_a_scripted_mask_sequence():
   assert float(hamming_distance({"m": jnp.asarray(base)}, {"m": jnp.asarray(~base)})) == 1.0
 
 
-def _train(optimizer, reparam, params, steps, on_step=None):
-  trained = reparam.init(params) if reparam else params
-  state = optimizer.init(trained)
-
+def _step(optimizer, reparam, t, s):
   def loss(t, s):
     w = reparam.weights(t, s) if reparam else t
     value = jnp.mean((mlp(w, X) - Y) ** 2)
     return value + (reparam.penalty(t, s) if reparam else 0.0)
+  u, s = optimizer.update(jax.grad(loss)(t, s), s, t)
+  return optax.apply_updates(t, u), s
 
-  @jax.jit
-  def step(t, s):
-    g = jax.grad(loss)(t, s)
-    u, s = optimizer.update(g, s, t)
-    return optax.apply_updates(t, u), s
+
+def _train(optimizer, reparam, params, steps, on_step=None):
+  trained = reparam.init(params) if reparam else params
+  state = optimizer.init(trained)
+  step = jax.jit(lambda t, s: _step(optimizer, reparam, t, s))
   for i in range(steps):
     before = (trained, state)
     trained, state = step(trained, state)
@@ -192,3 +191,22 @@ def test_baselines_keep_density_constant(method):
 def test_default_masked_leaves_are_kernels():
   leaves = jax.tree_util.tree_flatten_with_path(mlp_params(jax.random.key(0)))[0]
   assert [weight_matrices(p, x) for p, x in leaves] == [False, True, False, True]
+
+
+def test_mask_state_resumes_bit_exactly_from_a_checkpoint(tmp_path):
+  from jaxrepro.checkpoint import Checkpointer, tree_equal_bitwise
+  reparam = MSRS(target_sparsity=0.6, penalty_weight=2.0, anneal_steps=40, start_step=5,
+                 check_every=2, patience=2, tolerance=0.05, logit_init=0.2)
+  optimizer = reparam.transform(optax.adam(1e-2))
+  params = mlp_params(jax.random.key(0))
+  straight = _train(optimizer, reparam, params, 30)
+  half = _train(optimizer, reparam, params, 15)
+  with Checkpointer(tmp_path, keep=1) as ckpt:
+    ckpt.save(15, half, force=True)
+    restored, _ = ckpt.restore(like=half)
+  assert tree_equal_bitwise(restored, half)
+  trained, state = restored
+  step = jax.jit(lambda t, s: _step(optimizer, reparam, t, s))
+  for _ in range(15):
+    trained, state = step(trained, state)
+  assert tree_equal_bitwise((trained, state), straight)
