@@ -140,7 +140,8 @@ class MSRS:
   lambda; ``beta_*``/``anneal_steps``: temperature schedule; ``logit_init``: initial ``s``
   (soft mask ``sigmoid(beta_initial * logit_init)`` at step 0); ``logit_lr_scale``: the mask
   logits' step size relative to the weights'; ``check_every``/``start_step``: stability checks
-  every that many steps from that step on (before it every mask trivially looks stable);
+  every that many steps from that step on, once the hard mask is at least
+  ``ready_fraction * target_sparsity`` sparse (before pruning starts every mask looks stable);
   ``tolerance``/``patience``: :class:`MaskStability`; ``switch``: ``"dense"`` or ``"sparse"``;
   ``masked(path, leaf)``: which leaves get a mask (default :func:`weight_matrices`).
   """
@@ -153,6 +154,7 @@ class MSRS:
   logit_lr_scale: float = 10.0
   check_every: int = 20
   start_step: int = 100
+  ready_fraction: float = 0.9
   tolerance: float = 0.01
   patience: int = 3
   switch: str = "sparse"
@@ -226,7 +228,7 @@ class MSRS:
 
     While learning the mask: ``inner`` updates weights and logits, the logits' updates scaled
     by ``logit_lr_scale``; from ``start_step`` on, every ``check_every`` steps the hard mask
-    goes to :class:`MaskStability`. On the step it becomes stable the mask is folded into the
+    goes to :class:`MaskStability` (once the mask is near its target sparsity). On the step it becomes stable the mask is folded into the
     weights (see the module docstring) and frozen. After the switch the logits stay put and,
     with ``switch="sparse"``, gradients and updates are masked so pruned weights stay 0.
     """
@@ -255,7 +257,8 @@ class MSRS:
       count = state.count + 1
       logits = jax.tree.map(jnp.add, trained["logits"], logit_updates)
       hard = jax.tree.map(hard_mask, logits)
-      due = learning & (count >= self.start_step) & (count % self.check_every == 0)
+      ready = mask_sparsity(hard) >= self.ready_fraction * self.target_sparsity
+      due = learning & ready & (count >= self.start_step) & (count % self.check_every == 0)
       checked = stability.update(state.stability, hard, count)
       tracker = jax.tree.map(lambda new, old: jnp.where(due, new, old), checked,
                              state.stability)

@@ -208,7 +208,9 @@ def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *
   ``weights(trained, opt_state)``, ``penalty``, ``metrics``, e.g. :class:`sparse_sr.msrs.MSRS`)
   trains a tree of its own from which the model's weights are computed; the first
   ``layer_norm_steps`` steps record per-leaf gradient norms. Returns the model, final
-  metrics, evaluations (with the cumulative step time ``seconds``) and throughput.
+  metrics, evaluations (with ``seconds``, the cumulative real time of the steps so far, data
+  loading and compilation included), throughput, ``step_seconds`` (real time of all steps) and
+  ``steady_seconds`` (the same without the steps that compiled).
   """
   mesh = mesh or make_mesh()
   if config.batch_size % mesh.size:
@@ -243,32 +245,38 @@ def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *
   start = int(state["step"])
   last = config.steps if stop_after is None else min(config.steps, stop_after)
   evaluations, history = [], []
-  audio_seconds, train_seconds, step_seconds = 0.0, 0.0, 0.0
+  audio_seconds, train_seconds, step_seconds, steady_seconds = 0.0, 0.0, 0.0, 0.0
   layer_grad_norms = []
   compiled_shapes = set()
   bar = progress(total=last - start, desc="train", quiet=quiet)
   params, other, opt_state, key = (state["params"], state["other"], state["opt_state"],
                                    state["key"])
   for step in range(start + 1, last + 1):
+    t_load = time.perf_counter()
     batch = next(iterator)
     host_index = batch.pop("index")
     audio_seconds_batch = float(np.sum(batch["audio_len"])) / model_config.features.sample_rate \
         if "audio_len" in batch else float(np.sum(batch["video_len"])) / 25
     t0 = time.perf_counter()
     key, step_key = jax.random.split(key)
-    params, other, opt_state, metrics = (norms_fn if step <= layer_norm_steps else step_fn)(
+    with_norms = step <= layer_norm_steps
+    params, other, opt_state, metrics = (norms_fn if with_norms else step_fn)(
         params, other, opt_state, step_key, shard_batch(batch, mesh))
     metrics = jax.device_get(metrics)
-    step_seconds += time.perf_counter() - t0
     if "layer_grad_norms" in metrics:
       layer_grad_norms.append({"step": step, **{k: float(v) for k, v in
                                                 metrics.pop("layer_grad_norms").items()}})
-    shape = tuple(v.shape for v in batch.values())
-    if shape in compiled_shapes:  # throughput excludes steps that compiled
+    shape = (with_norms,) + tuple(v.shape for v in batch.values())
+    compiled = shape in compiled_shapes
+    if compiled:  # throughput excludes steps that compiled
       train_seconds += time.perf_counter() - t0
       audio_seconds += audio_seconds_batch
     compiled_shapes.add(shape)
     iterator.sampler.update(host_index, np.asarray(metrics.pop("losses")))
+    # real time of the step with its data loading and sampler update
+    step_seconds += time.perf_counter() - t_load
+    if compiled:
+      steady_seconds += time.perf_counter() - t_load
     bar.update(1)
     bar.set_postfix(loss=f"{float(metrics['loss']):.3f}")
     if step % config.log_every == 0 or step == last:
@@ -297,7 +305,8 @@ def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *
           "other": other,
           "opt_state": opt_state, "key": key, "history": history, "evaluations": evaluations,
           "audio_seconds": audio_seconds, "train_seconds": train_seconds,
-          "step_seconds": step_seconds, "layer_grad_norms": layer_grad_norms,
+          "step_seconds": step_seconds, "steady_seconds": steady_seconds,
+          "layer_grad_norms": layer_grad_norms,
           "throughput": audio_seconds / train_seconds if train_seconds else None,
           "steps": last}
 

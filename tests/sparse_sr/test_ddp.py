@@ -136,7 +136,8 @@ def test_pruned_msrs_training_resumes_bit_exactly(tmp_path):
 
   # one optimizer for the three runs: they share the compiled step
   optimizer, reparam = sparse_training("msrs", make_optimizer(config), steps=config.steps,
-                                       start_step=1, check_every=1, tolerance=1.0, patience=4)
+                                       start_step=1, check_every=1, tolerance=1.0, patience=4,
+                                       ready_fraction=0.0)
 
   def run(workdir, stop_after=None):
     sampler = DataPruningSampler(len(data), 0.7, "hard", seed=0)
