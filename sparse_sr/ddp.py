@@ -14,7 +14,9 @@ Two pipeline components for :class:`sparse_sr.data.loader.BatchIterator`:
   as isolated ``point`` frames or contiguous ``chunk`` s, and re-packs the batch to a shorter
   padded length so the compiled step really costs less. Features are computed inside the model
   from waveforms, so a frame is dropped as its 10 ms hop of samples; the log-mel of the re-packed
-  waveform has the stated fraction fewer frames. Transcripts are unchanged.
+  waveform has the stated fraction fewer frames. Transcripts are unchanged, so an utterance
+  keeps at least ``min_frames_per_token`` frames per token (CTC needs one encoder frame per
+  token after the 4x subsampling; short digit words would otherwise become untrainable).
 """
 
 from __future__ import annotations
@@ -146,16 +148,19 @@ def dropped_frames(rng: np.random.Generator, num_frames: int, count: int, mode: 
 @dataclasses.dataclass(frozen=True)
 class TimeDrop:
   """``transform(batch, rng)`` for :class:`BatchIterator`: drops ``round(fraction * frames)``
-  whole hops of every utterance and re-packs audio to a shorter width.
+  whole hops of every utterance (fewer where that would leave under ``min_frames_per_token``
+  frames per token) and re-packs audio to a shorter width.
 
   The new width depends only on the old one (``(1 - fraction) * width`` plus two hops of slack,
-  rounded up to ``multiple``), so each length bucket compiles once more, not once per batch.
+  rounded up to ``multiple``; the old width when a capped utterance does not fit), so each
+  length bucket compiles once more, not once per batch.
   """
   mode: str = "chunk"
   fraction: float = 0.3
   chunk_frames: int = 10        # 100 ms
   hop: int = 160                # samples per feature frame (10 ms at 16 kHz)
   multiple: int = 640           # one video frame, the loader's alignment unit
+  min_frames_per_token: int = 6
 
   def __post_init__(self):
     if self.mode not in TIME_DROPS:
@@ -169,20 +174,30 @@ class TimeDrop:
     return min(width, _round_up(math.ceil((1 - self.fraction) * width) + 2 * self.hop,
                                 self.multiple))
 
+  def num_dropped(self, length: int, tokens: int) -> int:
+    frames = length // self.hop
+    return max(0, min(round(self.fraction * frames),
+                      frames - self.min_frames_per_token * tokens))
+
   def __call__(self, batch: dict[str, np.ndarray], rng: np.random.Generator
                ) -> dict[str, np.ndarray]:
     if "video" in batch:
       raise ValueError("time-drop re-packs audio only; the video stream would lose alignment")
     audio, lengths = batch["audio"], batch["audio_len"]
-    packed = np.zeros((audio.shape[0], self.packed_width(audio.shape[1])), audio.dtype)
-    new_lengths = np.zeros_like(lengths)
+    kept_audio = []
     for i, length in enumerate(lengths):
-      frames = int(length) // self.hop
-      drop = dropped_frames(rng, frames, round(self.fraction * frames), self.mode,
+      length = int(length)
+      drop = dropped_frames(rng, length // self.hop,
+                            self.num_dropped(length, int(batch["token_len"][i])), self.mode,
                             self.chunk_frames)
-      keep = np.ones(int(length), bool)
+      keep = np.ones(length, bool)
       keep[(drop[:, None] * self.hop + np.arange(self.hop)[None, :]).ravel()] = False
-      kept = audio[i, :int(length)][keep]
+      kept_audio.append(audio[i, :length][keep])
+    new_lengths = np.asarray([len(a) for a in kept_audio], lengths.dtype)
+    width = self.packed_width(audio.shape[1])
+    if new_lengths.max() > width:  # a capped utterance: keep the bucket's width
+      width = audio.shape[1]
+    packed = np.zeros((audio.shape[0], width), audio.dtype)
+    for i, kept in enumerate(kept_audio):
       packed[i, :len(kept)] = kept
-      new_lengths[i] = len(kept)
     return {**batch, "audio": packed, "audio_len": new_lengths}

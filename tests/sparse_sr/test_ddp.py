@@ -72,7 +72,7 @@ def test_time_drop_shortens_by_the_fraction_and_keeps_alignment(mode):
   for i, n in enumerate(lengths):
     audio[i, :n] = np.arange(1, n + 1)  # every sample distinct and non-zero
   batch = {"audio": audio, "audio_len": lengths, "tokens": np.ones((4, 8), np.int32),
-           "token_len": np.full(4, 3, np.int32), "valid": np.ones(4, bool),
+           "token_len": np.ones(4, np.int32), "valid": np.ones(4, bool),
            "index": np.arange(4)}
   drop = TimeDrop(mode, 0.3, chunk_frames=10, hop=hop)
   out = drop(batch, np.random.default_rng(0))
@@ -91,6 +91,11 @@ def test_time_drop_shortens_by_the_fraction_and_keeps_alignment(mode):
   old, new = (np.asarray(feature_lengths(x, FeatureConfig()))
               for x in (lengths, out["audio_len"]))
   np.testing.assert_allclose(new, old - np.round(0.3 * (lengths // hop)), atol=0)
+  # a long transcript caps the drop: at least 6 frames per token stay
+  capped = drop({**batch, "token_len": np.asarray([1, 1, 1, 3], np.int32)},
+                np.random.default_rng(0))
+  assert capped["audio_len"][3] == 3210 - (3210 // hop - 6 * 3) * hop
+  assert capped["audio_len"][0] == out["audio_len"][0]
   with pytest.raises(ValueError, match="video"):
     drop({**batch, "video": np.zeros((4, 25, 8, 8), np.uint8)}, np.random.default_rng(0))
 
