@@ -75,7 +75,7 @@ def make_train_step(graphdef, optimizer, config: TrainConfig, reparam=None,
 
   def loss_fn(params, other, opt_state, key, batch):
     weights = params if reparam is None else reparam.weights(params, opt_state)
-    model = nnx.merge(graphdef, weights, other)
+    model = nnx.merge(graphdef, weights, other, copy=True)
     k_drop, k_aug = jax.random.split(key)
     loss, aux = hybrid_loss(model, batch, ctc_weight=config.ctc_weight,
                             label_smoothing=config.label_smoothing,
