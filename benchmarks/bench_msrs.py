@@ -77,17 +77,17 @@ def run_method(method: str, switch: str, modality: str, train_set, test_set, *, 
                steps: int, batch_size: int, learning_rate: float, evals: int,
                norm_steps: int, seed: int = 0) -> dict:
   from flax import nnx
-  from sparse_sr.model import preset
+  from benchmarks.bench_ddp_asr import CTC_WEIGHT, small_data_model
   from sparse_sr.msrs import zero_fraction
   from sparse_sr.sparse_methods import describe, sparse_training
   from sparse_sr.train import TrainConfig, make_optimizer, train
   config = TrainConfig(steps=steps, batch_size=batch_size, learning_rate=learning_rate,
                        warmup_steps=max(1, steps // 10), eval_every=max(1, steps // evals),
                        checkpoint_every=10 ** 9, log_every=max(1, steps // 20),
-                       eval_batch_size=32, num_buckets=1, seed=seed)
+                       eval_batch_size=32, num_buckets=1, ctc_weight=CTC_WEIGHT, seed=seed)
   optimizer, reparam = sparse_training(method, make_optimizer(config), steps=steps,
                                        target_sparsity=SPARSITY, switch=switch, seed=seed)
-  model_config = preset(model, train_set.tokenizer.vocab_size, modality)
+  model_config = small_data_model(model, train_set.tokenizer.vocab_size, modality)
   result = train(model_config, config, train_set, eval_data=test_set, optimizer=optimizer,
                  reparam=reparam, layer_norm_steps=norm_steps, quiet=True)
   curve = [{"step": e["step"], "seconds": e["seconds"], "cer": e["greedy_ctc"]["cer"],
