@@ -14,7 +14,7 @@ dense run's training time, or trains where dense fails (final CER above ``FAIL_C
 ``--quick`` (about 3 minutes on 2 shared CPU cores, mostly compilation): VSR only,
 conformer-nano, 40 steps of batch 8 on a 0.02-hour synthesized corpus, methods dense /
 magnitude / MSRS (sparse switch); far too little to learn lip reading, it exercises the
-pipeline and the measurements. Full (for a GPU): VSR and AVSR, conformer-tiny, 3000 steps of
+pipeline and the measurements. Full (for a GPU): VSR and AVSR, conformer-tiny, 1500 steps of
 batch 32 on the 1-hour corpus, all six methods.
 
 Run: ``python -m benchmarks.bench_msrs [--quick]`` or ``jaxrepro bench msrs [--quick]``.
@@ -134,7 +134,7 @@ def run(quick: bool, out_dir: Path) -> Report:
   from sparse_sr.tokenizer import CharTokenizer
   settings = (dict(model="conformer-nano", steps=40, batch_size=8, learning_rate=3e-3,
                    evals=2, norm_steps=5) if quick else
-              dict(model="conformer-tiny", steps=3000, batch_size=32, learning_rate=2e-3,
+              dict(model="conformer-tiny", steps=1500, batch_size=32, learning_rate=2e-3,
                    evals=10, norm_steps=50))
   modalities = ("video",) if quick else ("video", "av")
   methods = QUICK_METHODS if quick else ALL_METHODS
