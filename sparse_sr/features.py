@@ -99,9 +99,47 @@ def power_spectrogram(signal: jax.Array, config: FeatureConfig = FeatureConfig()
 
 def log_mel(signal: jax.Array, config: FeatureConfig = FeatureConfig()) -> jax.Array:
   """Log mel filterbank energies ``(..., frames, n_mels)`` of waveforms ``(..., samples)``."""
-  mel = power_spectrogram(signal, config) @ mel_filterbank(
-      config.sample_rate, config.n_fft, config.n_mels, config.f_min, config.f_max)
+  return log_mel_from_power(power_spectrogram(signal, config), config)
+
+
+def log_mel_from_power(power: jax.Array, config: FeatureConfig = FeatureConfig()) -> jax.Array:
+  """Log mel energies of a power spectrogram ``(..., frames, n_fft//2+1)``."""
+  mel = power @ mel_filterbank(config.sample_rate, config.n_fft, config.n_mels, config.f_min,
+                               config.f_max)
   return jnp.log(mel + config.log_floor)
+
+
+def vtlp_source_bins(alpha: jax.Array, num_bins: int, sample_rate: int,
+                     boundary_hz: float = 4800.0) -> jax.Array:
+  """Where each output frequency bin reads from under vocal tract length perturbation.
+
+  VTLP (Jaitly & Hinton 2013, "Vocal Tract Length Perturbation (VTLP) improves speech
+  recognition", Eq. 1) maps an input frequency ``f`` to ``alpha * f`` up to
+  ``boundary_hz * min(alpha, 1) / alpha`` and linearly onto the remaining band above, so
+  0 Hz and Nyquist stay fixed. This is the inverse map, in (fractional) bins, for output
+  bins ``0 .. num_bins - 1`` and warp factors ``alpha (batch,)``: shape ``(batch, bins)``.
+  """
+  nyquist = num_bins - 1.0
+  alpha = alpha[:, None]
+  knee = boundary_hz / (sample_rate / 2) * nyquist * jnp.minimum(alpha, 1.0)  # output bins
+  k = jnp.arange(num_bins, dtype=jnp.float32)[None, :]
+  above = nyquist - (nyquist - k) * (nyquist - knee / alpha) / (nyquist - knee)
+  return jnp.where(k <= knee, k / alpha, above)
+
+
+def vtlp(key: jax.Array, power: jax.Array, max_warp: float,
+         config: FeatureConfig = FeatureConfig()) -> jax.Array:
+  """Warps the frequency axis of ``power (batch, frames, bins)`` by a factor drawn
+  uniformly from ``[1 - max_warp, 1 + max_warp]`` per utterance (linear interpolation
+  between bins): a new vocal tract length, i.e. a new speaker, for every utterance."""
+  alpha = jax.random.uniform(key, (power.shape[0],), minval=1.0 - max_warp,
+                             maxval=1.0 + max_warp)
+  source = vtlp_source_bins(alpha, power.shape[-1], config.sample_rate)
+  low = jnp.clip(jnp.floor(source).astype(jnp.int32), 0, power.shape[-1] - 1)
+  high = jnp.minimum(low + 1, power.shape[-1] - 1)
+  frac = (source - low)[:, None, :]
+  take = lambda index: jnp.take_along_axis(power, index[:, None, :], axis=-1)
+  return take(low) * (1.0 - frac) + take(high) * frac
 
 
 def feature_lengths(num_samples: jax.Array, config: FeatureConfig = FeatureConfig()) -> jax.Array:

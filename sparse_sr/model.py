@@ -17,8 +17,9 @@ from flax import nnx
 
 from sparse_sr.conformer import ConformerConfig, ConformerEncoder, ConvSubsampling
 from sparse_sr.decoder import DecoderConfig, TransformerDecoder
-from sparse_sr.features import (FeatureConfig, SpecAugmentConfig, feature_lengths, log_mel,
-                                normalize, spec_augment)
+from sparse_sr.features import (FeatureConfig, SpecAugmentConfig, feature_lengths,
+                                log_mel_from_power, normalize, power_spectrogram, spec_augment,
+                                vtlp)
 from sparse_sr.visual import VisualConfig, VisualFrontEnd
 
 MODALITIES = ("audio", "video", "av")
@@ -35,6 +36,7 @@ class ModelConfig:
   spec_augment: SpecAugmentConfig | None = SpecAugmentConfig()
   subsample_channels: int = 64
   fusion_hidden: int = 1024
+  vtlp_warp: float = 0.0    # VTLP while training: warp factors in 1 +- vtlp_warp (0: off)
 
   def __post_init__(self):
     if self.modality not in MODALITIES:
@@ -116,7 +118,10 @@ class SpeechRecognizer(nnx.Module):
     self.decoder = TransformerDecoder(config.vocab_size, d, config.decoder, rngs=rngs)
 
   def encode_audio(self, audio, audio_len, rngs=None):
-    features = log_mel(audio, self.config.features)
+    power = power_spectrogram(audio, self.config.features)
+    if rngs is not None and self.config.vtlp_warp:
+      power = vtlp(rngs.augment(), power, self.config.vtlp_warp, self.config.features)
+    features = log_mel_from_power(power, self.config.features)
     lengths = feature_lengths(audio_len, self.config.features)
     features = normalize(features, lengths)
     if rngs is not None and self.config.spec_augment is not None:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from sparse_sr.features import (FeatureConfig, SpecAugmentConfig, feature_lengths, log_mel,
-                                mel_filterbank, normalize, spec_augment)
+                                mel_filterbank, normalize, power_spectrogram, spec_augment,
+                                vtlp, vtlp_source_bins)
 
 librosa = pytest.importorskip("librosa")
 
@@ -62,3 +63,31 @@ def test_spec_augment_masks_bands_within_utterances():
   again = np.asarray(spec_augment(jax.random.key(0), features, lengths, config))
   np.testing.assert_array_equal(out, again)
   assert (out == 0).any()
+
+
+def _vtlp_forward_hz(f, alpha, sample_rate=16000, f_hi=4800.0):
+  """Jaitly & Hinton (2013), Eq. 1, written out in Hz: where input frequency f goes."""
+  half = sample_rate / 2
+  if f <= f_hi * min(alpha, 1) / alpha:
+    return f * alpha
+  return half - (half - f_hi * min(alpha, 1)) / (half - f_hi * min(alpha, 1) / alpha) * (half - f)
+
+
+@pytest.mark.parametrize("alpha", [0.85, 0.95, 1.0, 1.12])
+def test_vtlp_source_bins_invert_the_published_warp(alpha):
+  bins, hz_per_bin = 257, 8000 / 256
+  source = np.asarray(vtlp_source_bins(jnp.asarray([alpha]), bins, 16000))[0]
+  forward = np.asarray([_vtlp_forward_hz(s * hz_per_bin, alpha) for s in source]) / hz_per_bin
+  np.testing.assert_allclose(forward, np.arange(bins), atol=1e-3)
+  assert source[0] == 0 and abs(source[-1] - 256) < 1e-4
+
+
+def test_vtlp_moves_a_tone_within_the_warp_range_and_is_identity_without_warp():
+  t = np.arange(16000) / 16000
+  tone = jnp.asarray(np.sin(2 * np.pi * 1000 * t), jnp.float32)[None]   # bin 32
+  power = power_spectrogram(tone)
+  np.testing.assert_array_equal(vtlp(jax.random.key(0), power, 0.0), power)
+  peaks = [int(np.argmax(np.asarray(vtlp(jax.random.key(k), power, 0.2))[0, 10]))
+           for k in range(8)]
+  assert all(32 * 0.8 - 1 <= p <= 32 * 1.2 + 1 for p in peaks)
+  assert len(set(peaks)) > 2   # factors differ from key to key
