@@ -7,7 +7,7 @@ import pytest
 from jaxrepro.checkpoint import Checkpointer, tree_equal_bitwise
 from sparse_sr.conformer import ConformerConfig
 from sparse_sr.data import corpus
-from sparse_sr.data.loader import Dataset, Padding, bucketed_batches
+from sparse_sr.data.loader import Dataset, bucketed_batches
 from sparse_sr.ddp import (DataPruningSampler, TimeDrop, batches_per_epoch, dropped_frames,
                            make_sampler)
 from sparse_sr.decoder import DecoderConfig
