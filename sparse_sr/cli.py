@@ -83,6 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "devices on the data axis)")
   train.add_argument("--workdir", default=None, help="checkpoints and metrics (default "
                      "OUT/run); an existing run resumes")
+  add_sparse_and_pruning_args(train)
   train.set_defaults(func=cmd_train)
 
   evaluate = commands.add_parser("eval", help="WER/CER of a trained model on a corpus split")
@@ -95,6 +96,53 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   evaluate.add_argument("--closed-vocabulary", action="store_true",
                         help="also pick the best of the distinct training transcripts")
   evaluate.set_defaults(func=cmd_eval)
+
+
+def add_sparse_and_pruning_args(parser: argparse.ArgumentParser) -> None:
+  """MSRS and its baselines (arXiv:2406.17614), DDP-ASR data pruning (arXiv:2406.18373)."""
+  from sparse_sr.ddp import STRATEGIES, TIME_DROPS
+  from sparse_sr.sparse_methods import METHODS
+  parser.add_argument("--sparse", choices=METHODS, default="none",
+                      help="sparse training: MSRS, SET, RigL, magnitude pruning at init, or "
+                      "dense (none)")
+  parser.add_argument("--sparsity", type=float, default=0.5,
+                      help="target fraction of zero weights in the masked kernels")
+  parser.add_argument("--msrs-switch", choices=("dense", "sparse"), default="sparse",
+                      help="after the MSRS mask is stable: train the dense model, or only "
+                      "the unpruned weights")
+  parser.add_argument("--prune", choices=STRATEGIES, default="none",
+                      help="dynamic data pruning: which utterances each epoch keeps")
+  parser.add_argument("--keep", type=float, default=0.7, help="fraction of utterances kept")
+  parser.add_argument("--time-drop", choices=("none",) + TIME_DROPS, default="none",
+                      help="drop feature frames inside utterances as points or chunks")
+  parser.add_argument("--drop", type=float, default=0.3, help="fraction of frames dropped")
+
+
+def check_sparse_and_pruning_args(args) -> None:
+  if not 0.0 <= args.sparsity < 1.0:
+    raise ValueError(f"--sparsity must be in [0, 1), got {args.sparsity}")
+  if not 0.0 < args.keep <= 1.0:
+    raise ValueError(f"--keep must be in (0, 1], got {args.keep}")
+  if not 0.0 <= args.drop < 1.0:
+    raise ValueError(f"--drop must be in [0, 1), got {args.drop}")
+  if args.modality != "audio" and args.time_drop != "none":
+    raise ValueError("--time-drop applies to audio-only training (--modality audio)")
+
+
+def sparse_and_pruning(args, optimizer, steps: int, num_examples: int, epochs: int):
+  """``(optimizer, reparam, sampler, transform, config)`` from the flags above."""
+  from sparse_sr.ddp import TimeDrop, make_sampler
+  from sparse_sr.sparse_methods import describe, sparse_training
+  optimizer, reparam = sparse_training(args.sparse, optimizer, steps=steps,
+                                       target_sparsity=args.sparsity,
+                                       switch=args.msrs_switch, seed=args.seed)
+  sampler = None if args.prune == "none" else make_sampler(
+      args.prune, num_examples, args.keep, seed=args.seed, total_epochs=epochs)
+  transform = None if args.time_drop == "none" else TimeDrop(args.time_drop, args.drop)
+  config = {"sparse": describe(args.sparse, reparam), "sparsity": args.sparsity,
+            "prune": args.prune, "keep": args.keep, "time_drop": args.time_drop,
+            "drop": args.drop}
+  return optimizer, reparam, sampler, transform, config
 
 
 def _out_dir(args, default: str) -> Path:
@@ -171,6 +219,7 @@ def cmd_train(args) -> int:
   from sparse_sr.train import TrainConfig, train
 
   out = _out_dir(args, "speech-run")
+  check_sparse_and_pruning_args(args)
   if args.model not in model_lib.PRESETS:
     raise ValueError(f"unknown model {args.model!r}; choose from {sorted(model_lib.PRESETS)}")
   if args.data:
@@ -225,9 +274,17 @@ def cmd_train(args) -> int:
       "model": dataclasses.asdict(model_config), "tokenizer": tokenizer.to_json(),
       "train": dataclasses.asdict(train_config), "data": str(data_dir.resolve())}, indent=1))
   mesh = make_mesh(args.mesh)
+  from sparse_sr.ddp import batches_per_epoch
+  from sparse_sr.msrs import zero_fraction
+  from sparse_sr.train import make_optimizer
+  epochs = max(1, -(-train_config.steps // batches_per_epoch(len(train_set),
+                                                             train_config.batch_size)))
+  optimizer, reparam, sampler, transform, sparse_config = sparse_and_pruning(
+      args, make_optimizer(train_config), train_config.steps, len(train_set), epochs)
   start = time.perf_counter()
   result = train(model_config, train_config, train_set, eval_data=eval_sets[first_split],
-                 mesh=mesh, workdir=workdir)
+                 mesh=mesh, workdir=workdir, optimizer=optimizer, reparam=reparam,
+                 sampler=sampler, transform=transform)
   wall = time.perf_counter() - start
   from sparse_sr.train import evaluate
   candidates = sorted({u.text for u in train_utts}) if args.closed_vocabulary else None
@@ -242,10 +299,14 @@ def cmd_train(args) -> int:
                                    batch_size=train_config.eval_batch_size,
                                    candidates=candidates)
   history = result["history"]
+  from flax import nnx
   metrics = {
       "steps": result["steps"], "final_loss": history[-1]["loss"] if history else None,
       "throughput_audio_seconds_per_second": result["throughput"],
       "train_utterances": len(train_set),
+      "weight_sparsity": zero_fraction(nnx.state(result["model"], nnx.Param)),
+      "msrs_stable_step": (int(history[-1]["stable_step"])
+                           if reparam is not None and history else None),
       "eval": {name: {k: v for k, v in e.items() if k not in ("examples", "step")}
                for name, e in evaluations.items()},
       "examples": evaluations[first_split]["examples"],
@@ -261,9 +322,11 @@ def cmd_train(args) -> int:
                                           [e["greedy_ctc"]["cer"] for e in result["evaluations"]])},
                   out / "cer.png", ylabel="CER (greedy CTC)")
   _write(Report("speech-train", f"jaxrepro speech train --modality {args.modality} "
-                f"--model {args.model}" + (" --quick" if args.quick else ""),
+                f"--model {args.model} --sparse {args.sparse} --prune {args.prune} "
+                f"--time-drop {args.time_drop}" + (" --quick" if args.quick else ""),
                 config={"model": dataclasses.asdict(model_config),
                         "train": dataclasses.asdict(train_config), "mesh": dict(mesh.shape),
+                        **sparse_config,
                         "workdir": str(workdir)},
                 data=data, metrics=metrics,
                 timings={"wall_seconds": wall, "train_step_seconds": result["train_seconds"]}),

@@ -27,6 +27,7 @@ from jaxrepro.checkpoint import Checkpointer
 from jaxrepro.mesh import make_mesh, replicated, shard_batch
 from jaxrepro.metrics import MetricsLogger
 from jaxrepro.progress import progress
+from jaxrepro.sparsity import path_names
 from sparse_sr.data.loader import BatchIterator, Dataset, Padding, Sampler, eval_batches
 from sparse_sr.decoding import (beam_search, decoder_log_prob_fn, error_rates,
                                 greedy_attention, greedy_ctc, score_candidates, strip_eos)
@@ -63,32 +64,49 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 
 
 @functools.lru_cache(maxsize=8)
-def make_train_step(graphdef, optimizer, config: TrainConfig):
+def make_train_step(graphdef, optimizer, config: TrainConfig, reparam=None,
+                    layer_norms: bool = False):
   """Cached, so runs with the same model and configuration share compilations.
 
   ``step(params, other, opt_state, key, batch) -> (params, other, opt_state, metrics)``;
-  ``metrics["losses"]`` is per utterance."""
+  ``metrics["losses"]`` is per utterance. ``reparam`` (e.g. :class:`sparse_sr.msrs.MSRS`)
+  maps the trained tree to the model's weights and adds its penalty to the loss;
+  ``layer_norms`` adds ``metrics["layer_grad_norms"]`` (one norm per parameter leaf)."""
 
-  def loss_fn(params, other, key, batch):
-    model = nnx.merge(graphdef, params, other)
+  def loss_fn(params, other, opt_state, key, batch):
+    weights = params if reparam is None else reparam.weights(params, opt_state)
+    model = nnx.merge(graphdef, weights, other, copy=True)
     k_drop, k_aug = jax.random.split(key)
     loss, aux = hybrid_loss(model, batch, ctc_weight=config.ctc_weight,
                             label_smoothing=config.label_smoothing,
                             rngs=nnx.Rngs(dropout=k_drop, augment=k_aug))
     _, _, other = nnx.split(model, nnx.Param, ...)   # updated batch statistics
+    if reparam is not None:
+      loss = loss + reparam.penalty(params, opt_state)
     return loss, (aux, other)
 
   @jax.jit
   def step(params, other, opt_state, key, batch):
     (loss, (aux, other)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, other, key, batch)
+        params, other, opt_state, key, batch)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     metrics = {"loss": loss, "ctc": jnp.mean(aux["ctc"]), "att": jnp.mean(aux["att"]),
                "accuracy": aux["accuracy"], "grad_norm": optax.tree.norm(grads),
                "losses": aux["losses"]}
+    if reparam is not None:
+      metrics.update(reparam.metrics(params, opt_state))
+    if layer_norms:
+      metrics["layer_grad_norms"] = leaf_norms(grads)
     return params, other, opt_state, metrics
   return step
+
+
+def leaf_norms(tree) -> dict[str, jax.Array]:
+  """L2 norm of every leaf, keyed by its path joined with '/'."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {"/".join(n for n in path_names(path) if n != "value"): jnp.linalg.norm(leaf)
+          for path, leaf in leaves}
 
 
 def init_model(config: ModelConfig, seed: int) -> SpeechRecognizer:
@@ -179,11 +197,20 @@ def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *
           eval_data: Dataset | None = None, mesh: Mesh | None = None,
           workdir: str | Path | None = None, sampler: Sampler | None = None,
           transform: Callable | None = None, quiet: bool | None = None,
-          stop_after: int | None = None) -> dict[str, Any]:
+          stop_after: int | None = None,
+          optimizer: optax.GradientTransformation | None = None, reparam: Any = None,
+          layer_norm_steps: int = 0) -> dict[str, Any]:
   """Trains for ``config.steps`` steps, resuming from ``workdir``'s latest checkpoint.
 
   ``stop_after`` ends the run early at that step (after checkpointing), as an
-  interruption would. Returns the model, final metrics, evaluations and throughput.
+  interruption would. ``optimizer`` replaces :func:`make_optimizer` (e.g. wrapped by
+  ``jaxrepro.sparsity.dynamic_sparsity``); ``reparam`` (``init(params)``,
+  ``weights(trained, opt_state)``, ``penalty``, ``metrics``, e.g. :class:`sparse_sr.msrs.MSRS`)
+  trains a tree of its own from which the model's weights are computed; the first
+  ``layer_norm_steps`` steps record per-leaf gradient norms. Returns the model, final
+  metrics, evaluations (with ``seconds``, the cumulative real time of the steps so far, data
+  loading and compilation included), throughput, ``step_seconds`` (real time of all steps) and
+  ``steady_seconds`` (the same without the steps that compiled).
   """
   mesh = mesh or make_mesh()
   if config.batch_size % mesh.size:
@@ -191,7 +218,9 @@ def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *
                      "devices of the mesh")
   model = init_model(model_config, config.seed)
   graphdef, params, other = nnx.split(model, nnx.Param, ...)
-  optimizer = make_optimizer(config)
+  if reparam is not None:
+    params = reparam.init(params)
+  optimizer = optimizer or make_optimizer(config)
   opt_state = optimizer.init(params)
   iterator = BatchIterator(train_data, config.batch_size, sampler, seed=config.seed,
                            transform=transform,
@@ -208,31 +237,46 @@ def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *
       state, _ = ckpt.restore(like=state)
       iterator.load_state(jax.device_get(state["data"]))
     logger = MetricsLogger(workdir / "metrics.jsonl")
-  step_fn = make_train_step(graphdef, optimizer, config)
+  step_fn = make_train_step(graphdef, optimizer, config, reparam)
+  norms_fn = make_train_step(graphdef, optimizer, config, reparam, True)
+
+  def weights(params, opt_state):
+    return params if reparam is None else reparam.weights(params, opt_state)
   start = int(state["step"])
   last = config.steps if stop_after is None else min(config.steps, stop_after)
   evaluations, history = [], []
-  audio_seconds, train_seconds = 0.0, 0.0
+  audio_seconds, train_seconds, step_seconds, steady_seconds = 0.0, 0.0, 0.0, 0.0
+  layer_grad_norms = []
   compiled_shapes = set()
   bar = progress(total=last - start, desc="train", quiet=quiet)
   params, other, opt_state, key = (state["params"], state["other"], state["opt_state"],
                                    state["key"])
   for step in range(start + 1, last + 1):
+    t_load = time.perf_counter()
     batch = next(iterator)
     host_index = batch.pop("index")
     audio_seconds_batch = float(np.sum(batch["audio_len"])) / model_config.features.sample_rate \
         if "audio_len" in batch else float(np.sum(batch["video_len"])) / 25
     t0 = time.perf_counter()
     key, step_key = jax.random.split(key)
-    params, other, opt_state, metrics = step_fn(params, other, opt_state, step_key,
-                                                shard_batch(batch, mesh))
+    with_norms = step <= layer_norm_steps
+    params, other, opt_state, metrics = (norms_fn if with_norms else step_fn)(
+        params, other, opt_state, step_key, shard_batch(batch, mesh))
     metrics = jax.device_get(metrics)
-    shape = tuple(v.shape for v in batch.values())
-    if shape in compiled_shapes:  # throughput excludes steps that compiled
+    if "layer_grad_norms" in metrics:
+      layer_grad_norms.append({"step": step, **{k: float(v) for k, v in
+                                                metrics.pop("layer_grad_norms").items()}})
+    shape = (with_norms,) + tuple(v.shape for v in batch.values())
+    compiled = shape in compiled_shapes
+    if compiled:  # throughput excludes steps that compiled
       train_seconds += time.perf_counter() - t0
       audio_seconds += audio_seconds_batch
     compiled_shapes.add(shape)
     iterator.sampler.update(host_index, np.asarray(metrics.pop("losses")))
+    # real time of the step with its data loading and sampler update
+    step_seconds += time.perf_counter() - t_load
+    if compiled:
+      steady_seconds += time.perf_counter() - t_load
     bar.update(1)
     bar.set_postfix(loss=f"{float(metrics['loss']):.3f}")
     if step % config.log_every == 0 or step == last:
@@ -242,9 +286,9 @@ def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *
       if logger:
         logger.log(step, **record)
     if eval_data is not None and (step % config.eval_every == 0 or step == config.steps):
-      result = evaluate(nnx.merge(graphdef, params, other), eval_data,
+      result = evaluate(nnx.merge(graphdef, weights(params, opt_state), other), eval_data,
                         batch_size=config.eval_batch_size, mesh=mesh)
-      evaluations.append({"step": step, **result})
+      evaluations.append({"step": step, "seconds": step_seconds, **result})
       if logger:
         logger.log(step, eval_cer=result["greedy_ctc"]["cer"],
                    eval_wer=result["greedy_ctc"]["wer"],
@@ -256,10 +300,13 @@ def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *
   if ckpt is not None:
     ckpt.wait()
     ckpt.close()
-    save_model(workdir, last, params, other)
-  return {"model": nnx.merge(graphdef, params, other), "params": params, "other": other,
+    save_model(workdir, last, weights(params, opt_state), other)
+  return {"model": nnx.merge(graphdef, weights(params, opt_state), other), "params": params,
+          "other": other,
           "opt_state": opt_state, "key": key, "history": history, "evaluations": evaluations,
           "audio_seconds": audio_seconds, "train_seconds": train_seconds,
+          "step_seconds": step_seconds, "steady_seconds": steady_seconds,
+          "layer_grad_norms": layer_grad_norms,
           "throughput": audio_seconds / train_seconds if train_seconds else None,
           "steps": last}
 

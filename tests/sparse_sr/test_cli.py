@@ -44,3 +44,28 @@ def test_bad_inputs_exit_2_with_a_message(tmp_path, capsys):
   assert "config.json" in capsys.readouterr().err
   assert main(["speech", "train", "--data", str(tmp_path), "--model", "conformer-huge"]) == 2
   assert "conformer-huge" in capsys.readouterr().err
+
+
+def test_bad_sparse_and_pruning_flags_exit_2(tmp_path, capsys):
+  for flags, message in ((["--keep", "0"], "--keep"), (["--sparsity", "1.5"], "--sparsity"),
+                         (["--drop", "1"], "--drop"),
+                         (["--modality", "video", "--time-drop", "chunk"], "audio-only")):
+    assert main(["speech", "train", "--data", str(tmp_path)] + flags) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_with_msrs_and_data_pruning(tmp_path, capsys):
+  corpus_dir = tmp_path / "corpus"
+  assert main(["--quiet", "speech", "make-corpus", "--kind", "espeak", "--out", str(corpus_dir),
+               "--hours", "0.003", "--test-utterances", "2", "--vocab-size", "20",
+               "--no-video"]) == 0
+  assert main(["--quiet", "speech", "train", "--data", str(corpus_dir), "--model",
+               "conformer-nano", "--steps", "4", "--batch-size", "2", "--sparse", "msrs",
+               "--msrs-switch", "dense", "--prune", "easy", "--keep", "0.5",
+               "--time-drop", "chunk", "--drop", "0.3", "--workdir", str(tmp_path / "run"),
+               "--json", str(tmp_path / "train.json")]) == 0
+  report = json.loads((tmp_path / "train.json").read_text())
+  assert report["config"]["sparse"]["switch"] == "dense"
+  assert report["config"]["prune"] == "easy" and report["config"]["time_drop"] == "chunk"
+  assert report["metrics"]["msrs_stable_step"] == -1  # 4 steps: too early to be stable

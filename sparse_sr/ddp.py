@@ -1,0 +1,203 @@
+"""DDP-ASR: dynamic data pruning for speech recognition (Xiao et al. 2024, arXiv:2406.18373).
+
+Two pipeline components for :class:`sparse_sr.data.loader.BatchIterator`:
+
+- :class:`DataPruningSampler` (Sec. 3.1, instance-wise): every epoch re-selects a fraction
+  ``keep`` of the utterances by a running per-utterance score, the exponential moving average
+  of the per-example hybrid loss the training step returns (:meth:`update`). ``easy`` keeps the
+  lowest scores, ``hard`` the highest, ``easy2hard`` slides the kept window from the easy end
+  to the hard end over ``total_epochs`` (a curriculum), ``random`` draws a fresh random subset
+  (the baseline). The first ``warmup_epochs`` visit everything so every utterance is scored.
+  Its state (scores, which were scored, the last selection) is arrays of fixed shape, saved in
+  checkpoints; randomness is a function of ``(seed, epoch)``, so resumed runs are bit-exact.
+- :class:`TimeDrop` (Sec. 3.2, time-wise): drops a fraction of each utterance's feature frames,
+  as isolated ``point`` frames or contiguous ``chunk`` s, and re-packs the batch to a shorter
+  padded length so the compiled step really costs less. Features are computed inside the model
+  from waveforms, so a frame is dropped as its 10 ms hop of samples; the log-mel of the re-packed
+  waveform has the stated fraction fewer frames. Transcripts are unchanged, so an utterance
+  keeps at least ``min_frames_per_token`` frames per token (CTC needs one encoder frame per
+  token after the 4x subsampling; short digit words would otherwise become untrainable).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from sparse_sr.data.loader import ShuffleSampler
+
+STRATEGIES = ("none", "random", "easy", "hard", "easy2hard")
+TIME_DROPS = ("point", "chunk")
+
+
+class DataPruningSampler:
+  """Keeps exactly ``round(keep * num_examples)`` utterances per epoch after warm-up."""
+
+  def __init__(self, num_examples: int, keep: float = 0.7, strategy: str = "easy", *,
+               seed: int = 0, momentum: float = 0.5, warmup_epochs: int = 1,
+               total_epochs: int = 10):
+    if strategy not in STRATEGIES[1:]:
+      raise ValueError(f"strategy must be one of {STRATEGIES[1:]}, got {strategy!r}")
+    if not 0.0 < keep <= 1.0:
+      raise ValueError(f"keep must be in (0, 1], got {keep}")
+    if not 0.0 <= momentum < 1.0:
+      raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    self.num_examples = num_examples
+    self.keep = keep
+    self.strategy = strategy
+    self.seed = seed
+    self.momentum = momentum
+    self.warmup_epochs = warmup_epochs
+    self.total_epochs = total_epochs
+    self.scores = np.zeros(num_examples, np.float32)
+    self.scored = np.zeros(num_examples, bool)
+    self.selected = np.ones(num_examples, bool)
+
+  @property
+  def num_kept(self) -> int:
+    return round(self.keep * self.num_examples)
+
+  def _filled_scores(self) -> np.ndarray:
+    """Scores, with never-scored utterances at the mean score (neither easy nor hard)."""
+    fill = float(np.mean(self.scores[self.scored])) if self.scored.any() else 0.0
+    return np.where(self.scored, self.scores, fill)
+
+  def select(self, epoch: int) -> np.ndarray:
+    """Indices kept in ``epoch`` (sorted)."""
+    n, k = self.num_examples, self.num_kept
+    rng = np.random.default_rng([self.seed, epoch, 7])
+    if epoch < self.warmup_epochs:
+      return np.arange(n)
+    if self.strategy == "random":
+      return np.sort(rng.choice(n, k, replace=False))
+    # easiest first; ties broken at random so equal scores do not favour low indices
+    ranked = np.lexsort((rng.permutation(n), self._filled_scores()))
+    if self.strategy == "easy":
+      start = 0
+    elif self.strategy == "hard":
+      start = n - k
+    else:  # easy2hard: the window slides linearly over the remaining epochs
+      span = max(1, self.total_epochs - self.warmup_epochs - 1)
+      start = round(min(1.0, (epoch - self.warmup_epochs) / span) * (n - k))
+    return np.sort(ranked[start:start + k])
+
+  def epoch_order(self, epoch: int) -> np.ndarray:
+    kept = self.select(epoch)
+    self.selected = np.zeros(self.num_examples, bool)
+    self.selected[kept] = True
+    return np.random.default_rng([self.seed, epoch]).permutation(kept)
+
+  def update(self, indices: np.ndarray, losses: np.ndarray) -> None:
+    """Running score: first loss as is, then ``momentum * old + (1 - momentum) * loss``."""
+    indices = np.asarray(indices)
+    losses = np.asarray(losses, np.float32)
+    old = self.scores[indices]
+    self.scores[indices] = np.where(self.scored[indices],
+                                    self.momentum * old + (1 - self.momentum) * losses, losses)
+    self.scored[indices] = True
+
+  def state(self) -> dict[str, np.ndarray]:
+    return {"scores": self.scores.copy(), "scored": self.scored.copy(),
+            "selected": self.selected.copy()}
+
+  def load_state(self, state: dict[str, np.ndarray]) -> None:
+    self.scores = np.array(state["scores"], np.float32)
+    self.scored = np.array(state["scored"], bool)
+    self.selected = np.array(state["selected"], bool)
+
+
+def make_sampler(strategy: str, num_examples: int, keep: float = 0.7, *, seed: int = 0,
+                 **kwargs):
+  """``ShuffleSampler`` for ``"none"`` (full data), else :class:`DataPruningSampler`."""
+  if strategy == "none":
+    return ShuffleSampler(num_examples, seed)
+  return DataPruningSampler(num_examples, keep, strategy, seed=seed, **kwargs)
+
+
+def batches_per_epoch(num_utterances: int, batch_size: int, bucket_batches: int = 8) -> int:
+  """Full batches :func:`sparse_sr.data.loader.bucketed_batches` cuts from an epoch."""
+  window = batch_size * bucket_batches
+  return sum(min(window, num_utterances - start) // batch_size
+             for start in range(0, num_utterances - batch_size + 1, window))
+
+
+def _round_up(n: int, multiple: int) -> int:
+  return max(multiple, -(-n // multiple) * multiple)
+
+
+def dropped_frames(rng: np.random.Generator, num_frames: int, count: int, mode: str,
+                   chunk_frames: int) -> np.ndarray:
+  """Sorted indices of ``count`` of ``num_frames`` frames: uniformly random isolated frames
+  (``point``) or non-overlapping runs of ``chunk_frames`` (the last one shorter when
+  ``count`` is not a multiple), placed uniformly at random (``chunk``)."""
+  if count <= 0:
+    return np.zeros(0, np.int64)
+  if mode == "point":
+    return np.sort(rng.choice(num_frames, count, replace=False))
+  lengths = [chunk_frames] * (count // chunk_frames) + ([count % chunk_frames]
+                                                         if count % chunk_frames else [])
+  kept = num_frames - count
+  # Stars and bars: chunk j goes after the slots[j] - j-th kept frame, so chunks never overlap.
+  slots = np.sort(rng.choice(kept + len(lengths), len(lengths), replace=False))
+  starts = slots - np.arange(len(lengths)) + np.concatenate([[0], np.cumsum(lengths)[:-1]])
+  return np.concatenate([np.arange(s, s + n) for s, n in zip(starts, lengths)])
+
+
+@dataclasses.dataclass(frozen=True)
+class TimeDrop:
+  """``transform(batch, rng)`` for :class:`BatchIterator`: drops ``round(fraction * frames)``
+  whole hops of every utterance (fewer where that would leave under ``min_frames_per_token``
+  frames per token) and re-packs audio to a shorter width.
+
+  The new width depends only on the old one (``(1 - fraction) * width`` plus two hops of slack,
+  rounded up to ``multiple``; the old width when a capped utterance does not fit), so each
+  length bucket compiles once more, not once per batch.
+  """
+  mode: str = "chunk"
+  fraction: float = 0.3
+  chunk_frames: int = 10        # 100 ms
+  hop: int = 160                # samples per feature frame (10 ms at 16 kHz)
+  multiple: int = 640           # one video frame, the loader's alignment unit
+  min_frames_per_token: int = 6
+
+  def __post_init__(self):
+    if self.mode not in TIME_DROPS:
+      raise ValueError(f"time drop must be one of {TIME_DROPS}, got {self.mode!r}")
+    if not 0.0 <= self.fraction < 1.0:
+      raise ValueError(f"drop fraction must be in [0, 1), got {self.fraction}")
+    if self.chunk_frames < 1:
+      raise ValueError(f"chunk_frames must be >= 1, got {self.chunk_frames}")
+
+  def packed_width(self, width: int) -> int:
+    return min(width, _round_up(math.ceil((1 - self.fraction) * width) + 2 * self.hop,
+                                self.multiple))
+
+  def num_dropped(self, length: int, tokens: int) -> int:
+    frames = length // self.hop
+    return max(0, min(round(self.fraction * frames),
+                      frames - self.min_frames_per_token * tokens))
+
+  def __call__(self, batch: dict[str, np.ndarray], rng: np.random.Generator
+               ) -> dict[str, np.ndarray]:
+    if "video" in batch:
+      raise ValueError("time-drop re-packs audio only; the video stream would lose alignment")
+    audio, lengths = batch["audio"], batch["audio_len"]
+    kept_audio = []
+    for i, length in enumerate(lengths):
+      length = int(length)
+      drop = dropped_frames(rng, length // self.hop,
+                            self.num_dropped(length, int(batch["token_len"][i])), self.mode,
+                            self.chunk_frames)
+      keep = np.ones(length, bool)
+      keep[(drop[:, None] * self.hop + np.arange(self.hop)[None, :]).ravel()] = False
+      kept_audio.append(audio[i, :length][keep])
+    new_lengths = np.asarray([len(a) for a in kept_audio], lengths.dtype)
+    width = self.packed_width(audio.shape[1])
+    if new_lengths.max() > width:  # a capped utterance: keep the bucket's width
+      width = audio.shape[1]
+    packed = np.zeros((audio.shape[0], width), audio.dtype)
+    for i, kept in enumerate(kept_audio):
+      packed[i, :len(kept)] = kept
+    return {**batch, "audio": packed, "audio_len": new_lengths}

@@ -1,0 +1,290 @@
+"""MSRS: sparse mask regularization for training speech recognizers from scratch.
+
+MSRS (Fernandez-Lopez et al. 2024, arXiv:2406.17614, Sec. 3) learns a sparse structure inside
+the dense model at the start of training; once that mask is stable, training either switches
+back to the dense model or keeps the sparse one and updates only its non-zero weights. The
+paper gives no code; its description matches continuous sparsification (Savarese et al. 2020,
+arXiv:1912.04427, Sec. 3, Eq. 6-8), implemented here:
+
+- every masked weight ``w`` has a mask logit ``s``; the model uses ``w * sigmoid(beta * s)``
+  (the soft mask, :func:`soft_mask`), which tends to the hard mask ``[s > 0]`` as the
+  temperature ``beta`` is annealed upward (:func:`beta_schedule`, exponential as in Sec. 3);
+- ``lambda * mean(sigmoid(beta * s))`` (an L1 penalty on the soft mask, normalized by the
+  number of masked weights so ``lambda`` does not depend on the model's size) is added to the
+  loss while the hard mask is sparser than ``target_sparsity`` (a bang-bang controller that
+  makes the target configuration, not a by-product of ``lambda``);
+- :class:`MaskStability` compares the hard masks of consecutive checks (normalized Hamming
+  distance); ``patience`` checks in a row below ``tolerance`` mean the mask is stable;
+- then ``switch="dense"`` folds the soft mask into the weights and trains every weight (the
+  function is unchanged at the switch, pruned weights restart from ~0), and ``switch="sparse"``
+  folds the hard mask in and keeps the pruned weights at exactly zero from then on.
+
+The pieces compose with any model of the suite: :class:`MSRS` is a parameter transform over
+any parameter pytree (``init`` adds the logits, ``weights`` gives the model's weights,
+``penalty`` the regularizer) and :meth:`MSRS.transform` wraps an optax optimizer with the
+mask-phase bookkeeping (temperature, stability checks, the switch), its state arrays only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxrepro.sparsity import apply_masks, path_names
+
+SWITCHES = ("dense", "sparse")
+MASK_LEARNING, SWITCHED = 0, 1
+
+
+def weight_matrices(path: tuple, leaf: jax.Array) -> bool:
+  """The default masked layers: every linear or convolution kernel (not biases, norms or
+  embeddings), the weights that carry the computation as in MSRS Sec. 3."""
+  return leaf.ndim >= 2 and "kernel" in path_names(path)
+
+
+def soft_mask(logits: jax.Array, beta: jax.Array | float) -> jax.Array:
+  """``sigmoid(beta * s)`` (Savarese et al. Eq. 6)."""
+  return jax.nn.sigmoid(beta * logits)
+
+
+def hard_mask(logits: jax.Array) -> jax.Array:
+  """``[s > 0]``, the limit of :func:`soft_mask` as ``beta`` grows."""
+  return logits > 0
+
+
+def beta_schedule(initial: float = 1.0, final: float = 100.0, anneal_steps: int = 1000
+                  ) -> optax.Schedule:
+  """``beta_t = initial * (final / initial) ** min(t / T, 1)``: the per-epoch multiplicative
+  temperature increase of Savarese et al. (Sec. 3) made per step."""
+  if not 0 < initial <= final:
+    raise ValueError(f"need 0 < initial <= final, got {initial}, {final}")
+  if anneal_steps < 1:
+    raise ValueError(f"anneal_steps must be >= 1, got {anneal_steps}")
+
+  def schedule(step):
+    t = jnp.minimum(jnp.asarray(step, jnp.float32) / anneal_steps, 1.0)
+    return initial * (final / initial) ** t
+  return schedule
+
+
+def _masked(tree: Any) -> list[jax.Array]:
+  return [x for x in jax.tree.leaves(tree) if x.ndim]
+
+
+def mask_sparsity(masks: Any) -> jax.Array:
+  """Fraction of zeros over the masks' entries (leaves of shape ``()`` are dense)."""
+  leaves = _masked(masks)
+  zeros = sum(jnp.sum(~m) for m in leaves)
+  return jnp.asarray(zeros, jnp.float32) / max(sum(m.size for m in leaves), 1)
+
+
+def hamming_distance(a: Any, b: Any) -> jax.Array:
+  """Normalized Hamming distance between two mask trees: the fraction of entries that differ."""
+  pairs = [(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)) if x.ndim]
+  differ = sum(jnp.sum(x != y) for x, y in pairs)
+  return jnp.asarray(differ, jnp.float32) / max(sum(x.size for x, _ in pairs), 1)
+
+
+class MaskStabilityState(NamedTuple):
+  previous: Any             # hard masks at the last check
+  checks: jax.Array         # int32, checks done
+  stable_checks: jax.Array  # int32, consecutive checks below tolerance
+  distance: jax.Array       # float32, distance at the last check
+  stable_step: jax.Array    # int32, step at which the mask became stable (-1: not yet)
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskStability:
+  """Mask stability (MSRS Sec. 3): the normalized Hamming distance between the hard masks of
+  consecutive checks stays below ``tolerance`` for ``patience`` checks in a row. Pure
+  functions of array state, usable inside ``jit`` and saved with the optimizer."""
+  tolerance: float = 0.01
+  patience: int = 3
+
+  def init(self, masks: Any) -> MaskStabilityState:
+    return MaskStabilityState(masks, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32),
+                              jnp.ones((), jnp.float32), jnp.full((), -1, jnp.int32))
+
+  def update(self, state: MaskStabilityState, masks: Any, step: jax.Array
+             ) -> MaskStabilityState:
+    """One check at ``step``. The first check has nothing to compare with (distance 1)."""
+    distance = jnp.where(state.checks > 0, hamming_distance(state.previous, masks), 1.0)
+    stable_checks = jnp.where(distance < self.tolerance, state.stable_checks + 1, 0)
+    became_stable = (stable_checks >= self.patience) & (state.stable_step < 0)
+    stable_step = jnp.where(became_stable, jnp.asarray(step, jnp.int32), state.stable_step)
+    return MaskStabilityState(masks, state.checks + 1, stable_checks.astype(jnp.int32),
+                              distance, stable_step)
+
+  @staticmethod
+  def is_stable(state: MaskStabilityState) -> jax.Array:
+    return state.stable_step >= 0
+
+
+class MSRSState(NamedTuple):
+  count: jax.Array              # int32, optimizer steps taken
+  phase: jax.Array              # int32, MASK_LEARNING or SWITCHED
+  mask: Any                     # bool tree: the hard mask frozen at the switch (() for dense)
+  stability: MaskStabilityState
+  inner_state: optax.OptState
+
+
+@dataclasses.dataclass(frozen=True)
+class MSRS:
+  """Continuous-sparsification MSRS over a parameter pytree (defaults: the quick speech runs).
+
+  ``target_sparsity``: fraction of masked weights the penalty drives to zero; ``penalty``:
+  lambda; ``beta_*``/``anneal_steps``: temperature schedule; ``logit_init``: initial ``s``
+  (soft mask ``sigmoid(beta_initial * logit_init)`` at step 0); ``logit_lr_scale``: the mask
+  logits' step size relative to the weights'; ``check_every``/``start_step``: stability checks
+  every that many steps from that step on, once the hard mask is at least
+  ``ready_fraction * target_sparsity`` sparse (before pruning starts every mask looks stable);
+  ``tolerance``/``patience``: :class:`MaskStability`; ``switch``: ``"dense"`` or ``"sparse"``;
+  ``masked(path, leaf)``: which leaves get a mask (default :func:`weight_matrices`).
+  """
+  target_sparsity: float = 0.5
+  penalty_weight: float = 1.0
+  beta_initial: float = 1.0
+  beta_final: float = 100.0
+  anneal_steps: int = 1000
+  logit_init: float = 1.0
+  logit_lr_scale: float = 10.0
+  check_every: int = 20
+  start_step: int = 100
+  ready_fraction: float = 0.9
+  tolerance: float = 0.01
+  patience: int = 3
+  switch: str = "sparse"
+  masked: Callable[[tuple, jax.Array], bool] = weight_matrices
+
+  def __post_init__(self):
+    if self.switch not in SWITCHES:
+      raise ValueError(f"switch must be one of {SWITCHES}, got {self.switch!r}")
+    if not 0.0 <= self.target_sparsity < 1.0:
+      raise ValueError(f"target_sparsity must be in [0, 1), got {self.target_sparsity}")
+    if self.check_every < 1:
+      raise ValueError(f"check_every must be >= 1, got {self.check_every}")
+
+  @property
+  def beta(self) -> optax.Schedule:
+    return beta_schedule(self.beta_initial, self.beta_final, self.anneal_steps)
+
+  @property
+  def stability(self) -> MaskStability:
+    return MaskStability(self.tolerance, self.patience)
+
+  # ---- parameter transform --------------------------------------------------------------
+
+  def init(self, params: Any) -> dict[str, Any]:
+    """``{"weights": params, "logits": s}``, ``s`` of shape ``()`` on unmasked leaves."""
+    def logits(path, leaf):
+      if self.masked(path, leaf):
+        return jnp.full(leaf.shape, self.logit_init, jnp.float32)
+      return jnp.zeros((), jnp.float32)
+    return {"weights": params, "logits": jax.tree_util.tree_map_with_path(logits, params)}
+
+  def weights(self, trained: dict[str, Any], state: MSRSState) -> Any:
+    """The model's weights: soft-masked while the mask is learned, the (folded) weights
+    after the switch."""
+    beta = self.beta(state.count)
+    learning = state.phase == MASK_LEARNING
+
+    def leaf(w, s):
+      if not s.ndim:
+        return w
+      return jnp.where(learning, w * soft_mask(s, beta).astype(w.dtype), w)
+    return jax.tree.map(leaf, trained["weights"], trained["logits"])
+
+  def penalty(self, trained: dict[str, Any], state: MSRSState) -> jax.Array:
+    """``lambda * mean(sigmoid(beta s))`` while learning the mask and sparser than target."""
+    logits = trained["logits"]
+    leaves = _masked(logits)
+    if not leaves:
+      return jnp.zeros((), jnp.float32)
+    beta = self.beta(state.count)
+    mean = sum(jnp.sum(soft_mask(s, beta)) for s in leaves) / sum(s.size for s in leaves)
+    below = jax.lax.stop_gradient(
+        mask_sparsity(jax.tree.map(hard_mask, logits)) < self.target_sparsity)
+    active = (state.phase == MASK_LEARNING) & below
+    return jnp.where(active, self.penalty_weight * mean, 0.0)
+
+  def metrics(self, trained: dict[str, Any], state: MSRSState) -> dict[str, jax.Array]:
+    """Scalars to log: sparsity of the current (learning) or frozen (switched) hard mask,
+    temperature, phase, last stability distance and the step the mask became stable."""
+    learned = mask_sparsity(jax.tree.map(hard_mask, trained["logits"]))
+    return {"mask_sparsity": jnp.where(state.phase == MASK_LEARNING, learned,
+                                       mask_sparsity(state.mask)),
+            "beta": self.beta(state.count), "phase": state.phase,
+            "mask_distance": state.stability.distance,
+            "stable_step": state.stability.stable_step}
+
+  # ---- optax transform ------------------------------------------------------------------
+
+  def transform(self, inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """Wraps ``inner`` (the whole optimizer) for trees made by :meth:`init`.
+
+    While learning the mask: ``inner`` updates weights and logits, the logits' updates scaled
+    by ``logit_lr_scale``; from ``start_step`` on, every ``check_every`` steps the hard mask
+    goes to :class:`MaskStability` (once the mask is near its target sparsity). On the step it becomes stable the mask is folded into the
+    weights (see the module docstring) and frozen. After the switch the logits stay put and,
+    with ``switch="sparse"``, gradients and updates are masked so pruned weights stay 0.
+    """
+    stability = self.stability
+
+    def init_fn(trained):
+      hard = jax.tree.map(hard_mask, trained["logits"])
+      return MSRSState(jnp.zeros((), jnp.int32), jnp.full((), MASK_LEARNING, jnp.int32),
+                       hard, stability.init(hard), inner.init(trained))
+
+    def update_fn(grads, state, trained=None):
+      if trained is None:
+        raise ValueError("MSRS.transform needs params")
+      learning = state.phase == MASK_LEARNING
+      sparse_after = self.switch == "sparse"
+      if sparse_after:  # after a sparse switch the inner optimizer sees the sparse model
+        keep = jax.tree.map(lambda m: m | learning, state.mask)
+        grads = {"weights": apply_masks(grads["weights"], keep), "logits": grads["logits"]}
+      updates, inner_state = inner.update(grads, state.inner_state, trained)
+      logit_updates = jax.tree.map(lambda u: jnp.where(learning, self.logit_lr_scale * u, 0.0),
+                                   updates["logits"])
+      weight_updates = updates["weights"]
+      if sparse_after:
+        weight_updates = jax.tree.map(lambda u, w, m: jnp.where(m | learning, u, -w),
+                                      weight_updates, trained["weights"], state.mask)
+      count = state.count + 1
+      logits = jax.tree.map(jnp.add, trained["logits"], logit_updates)
+      hard = jax.tree.map(hard_mask, logits)
+      ready = mask_sparsity(hard) >= self.ready_fraction * self.target_sparsity
+      due = learning & ready & (count >= self.start_step) & (count % self.check_every == 0)
+      checked = stability.update(state.stability, hard, count)
+      tracker = jax.tree.map(lambda new, old: jnp.where(due, new, old), checked,
+                             state.stability)
+      switch_now = learning & MaskStability.is_stable(tracker)
+      beta = self.beta(count)
+
+      def fold(w, u, s):  # weights after this step, with the mask folded in at the switch
+        if not s.ndim:
+          return u
+        m = soft_mask(s, beta)
+        if self.switch == "sparse":
+          m = m * hard_mask(s)
+        return jnp.where(switch_now, (w + u) * m.astype(w.dtype) - w, u)
+      weight_updates = jax.tree.map(fold, trained["weights"], weight_updates, logits)
+      mask = jax.tree.map(lambda new, old: jnp.where(switch_now, new, old), hard, state.mask)
+      phase = jnp.where(switch_now, SWITCHED, state.phase).astype(jnp.int32)
+      return ({"weights": weight_updates, "logits": logit_updates},
+              MSRSState(count, phase, mask, tracker, inner_state))
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def zero_fraction(params: Any, masked: Callable[[tuple, jax.Array], bool] = weight_matrices
+                     ) -> float:
+  """Fraction of exactly-zero weights over the masked leaves of ``params`` (final sparsity
+  of any method: SET/RigL/magnitude zero their pruned weights, MSRS folds its mask in)."""
+  pairs = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+           if masked(path, leaf)]
+  zeros = sum(int(jnp.sum(leaf == 0)) for leaf in pairs)
+  return zeros / max(sum(leaf.size for leaf in pairs), 1)

@@ -1,0 +1,164 @@
+"""DDP-ASR (arXiv:2406.18373): instance-wise pruning sampler, time-wise frame dropping, and
+bit-exact resume of the pruning state (and of MSRS's mask state) through checkpoints."""
+
+import numpy as np
+import pytest
+
+from jaxrepro.checkpoint import Checkpointer, tree_equal_bitwise
+from sparse_sr.conformer import ConformerConfig
+from sparse_sr.data import corpus
+from sparse_sr.data.loader import Dataset, bucketed_batches
+from sparse_sr.ddp import (DataPruningSampler, TimeDrop, batches_per_epoch, dropped_frames,
+                           make_sampler)
+from sparse_sr.decoder import DecoderConfig
+from sparse_sr.features import FeatureConfig, feature_lengths
+from sparse_sr.model import ModelConfig
+from sparse_sr.sparse_methods import sparse_training
+from sparse_sr.tokenizer import CharTokenizer
+from sparse_sr.train import TrainConfig, make_optimizer, train
+
+
+@pytest.mark.parametrize("strategy", ["random", "easy", "hard", "easy2hard"])
+def test_keeps_exactly_round_k_n_utterances(strategy):
+  n = 37
+  sampler = DataPruningSampler(n, 0.7, strategy, seed=3, warmup_epochs=1, total_epochs=5)
+  assert sorted(sampler.epoch_order(0)) == list(range(n))  # warm-up visits everything
+  sampler.update(np.arange(n), np.random.default_rng(0).random(n))
+  for epoch in range(1, 6):
+    order = sampler.epoch_order(epoch)
+    assert len(order) == round(0.7 * n) == 26 and len(set(order)) == 26
+    assert sampler.selected.sum() == 26 and set(np.flatnonzero(sampler.selected)) == set(order)
+
+
+def test_easy_and_hard_keep_the_right_ends_and_scores_are_running_averages():
+  n, keep = 50, 0.6
+  rng = np.random.default_rng(1)
+  first, second = rng.random(n), rng.random(n)
+  sampler = DataPruningSampler(n, keep, "easy", momentum=0.25, warmup_epochs=1,
+                               total_epochs=6)
+  sampler.update(np.arange(n), first)
+  sampler.update(np.arange(n), second)
+  expected = 0.25 * first + 0.75 * second
+  np.testing.assert_allclose(sampler.scores, expected, rtol=1e-6)
+  k = round(keep * n)
+  easiest, hardest = set(np.argsort(expected)[:k]), set(np.argsort(expected)[-k:])
+  assert set(sampler.epoch_order(1)) == easiest
+  sampler.strategy = "hard"
+  assert set(sampler.epoch_order(1)) == hardest
+  sampler.strategy = "easy2hard"  # a curriculum: easy first, hard last
+  assert set(sampler.epoch_order(1)) == easiest
+  assert set(sampler.epoch_order(5)) == hardest
+  middle = np.argsort(expected)[10:10 + k]
+  assert set(sampler.epoch_order(3)) == set(middle)
+
+
+def test_dropped_frames_points_and_chunks():
+  rng = np.random.default_rng(0)
+  points = dropped_frames(rng, 100, 30, "point", 10)
+  assert len(set(points)) == 30 and points.max() < 100
+  for _ in range(20):
+    chunks = dropped_frames(rng, 100, 25, "chunk", 10)
+    assert len(set(chunks)) == 25 and chunks.max() < 100
+    runs = np.split(chunks, np.flatnonzero(np.diff(chunks) != 1) + 1)
+    # runs are whole chunks (adjacent chunks merge): lengths are sums of 10, 10 and 5
+    assert sorted(len(r) % 5 for r in runs) == [0] * len(runs)
+
+
+@pytest.mark.parametrize("mode", ["point", "chunk"])
+def test_time_drop_shortens_by_the_fraction_and_keeps_alignment(mode):
+  hop, width = 160, 16000
+  lengths = np.asarray([16000, 12345, 8000, 3210], np.int32)
+  audio = np.zeros((4, width), np.float32)
+  for i, n in enumerate(lengths):
+    audio[i, :n] = np.arange(1, n + 1)  # every sample distinct and non-zero
+  batch = {"audio": audio, "audio_len": lengths, "tokens": np.ones((4, 8), np.int32),
+           "token_len": np.ones(4, np.int32), "valid": np.ones(4, bool),
+           "index": np.arange(4)}
+  drop = TimeDrop(mode, 0.3, chunk_frames=10, hop=hop)
+  out = drop(batch, np.random.default_rng(0))
+  assert out["audio"].shape[1] == drop.packed_width(width) < width
+  np.testing.assert_array_equal(out["tokens"], batch["tokens"])  # transcripts unchanged
+  for i, n in enumerate(lengths):
+    frames = n // hop
+    removed = round(0.3 * frames)
+    assert out["audio_len"][i] == n - removed * hop
+    kept = out["audio"][i, :out["audio_len"][i]]
+    assert np.all(np.diff(kept) > 0)  # original order, a subsequence
+    assert np.all(out["audio"][i, out["audio_len"][i]:] == 0)  # padding stays padding
+    gone = np.setdiff1d(np.arange(1, n + 1), kept) - 1  # dropped sample positions
+    assert len(gone) == removed * hop and np.all(gone % hop == np.tile(np.arange(hop),
+                                                                        removed))
+  old, new = (np.asarray(feature_lengths(x, FeatureConfig()))
+              for x in (lengths, out["audio_len"]))
+  np.testing.assert_allclose(new, old - np.round(0.3 * (lengths // hop)), atol=0)
+  # a long transcript caps the drop: at least 6 frames per token stay
+  capped = drop({**batch, "token_len": np.asarray([1, 1, 1, 3], np.int32)},
+                np.random.default_rng(0))
+  assert capped["audio_len"][3] == 3210 - (3210 // hop - 6 * 3) * hop
+  assert capped["audio_len"][0] == out["audio_len"][0]
+  with pytest.raises(ValueError, match="video"):
+    drop({**batch, "video": np.zeros((4, 25, 8, 8), np.uint8)}, np.random.default_rng(0))
+
+
+def test_batches_per_epoch_matches_the_loader():
+  rng = np.random.default_rng(0)
+  for n in (7, 64, 70, 300, 301):
+    durations = rng.random(n)
+    batches = bucketed_batches(np.arange(n), durations, 8, rng)
+    assert len(batches) == batches_per_epoch(n, 8)
+
+
+def test_sampler_state_checkpoints_bit_exactly(tmp_path):
+  sampler = make_sampler("easy2hard", 20, 0.5, seed=1)
+  sampler.epoch_order(0)
+  sampler.update(np.arange(20), np.random.default_rng(2).random(20))
+  sampler.epoch_order(1)
+  with Checkpointer(tmp_path, keep=1) as ckpt:
+    ckpt.save(1, sampler.state(), force=True)
+    restored, _ = ckpt.restore(like=sampler.state())
+  assert tree_equal_bitwise(restored, sampler.state())
+  twin = make_sampler("easy2hard", 20, 0.5, seed=1)
+  twin.load_state(restored)
+  np.testing.assert_array_equal(twin.epoch_order(2), sampler.epoch_order(2))
+
+
+NANO = dict(encoder=ConformerConfig(32, 2, 1, conv_kernel=5), decoder=DecoderConfig(1, 2),
+            subsample_channels=4)
+
+
+@pytest.mark.slow
+def test_pruned_msrs_training_resumes_bit_exactly(tmp_path):
+  """DDP sampler + chunk time-drop + MSRS in one run: the scores, selection, masks, stability
+  tracker and weights after an interruption equal an uninterrupted run's, bit for bit."""
+  paths = corpus.make_espeak_corpus(tmp_path / "corpus", corpus.EspeakCorpusConfig(
+      hours=0.003, test_utterances=3, max_words=1, vocab_size=20, video=False, seed=1))
+  data = Dataset(corpus.read_manifest(paths["train"])[:8], CharTokenizer())
+  config = TrainConfig(steps=6, batch_size=2, warmup_steps=1, eval_every=1000,
+                       checkpoint_every=3, log_every=1, num_buckets=1)
+  model_config = ModelConfig(vocab_size=CharTokenizer().vocab_size, **NANO)
+  per_epoch = batches_per_epoch(len(data), config.batch_size)
+  assert config.steps > per_epoch  # the run crosses from warm-up into pruned epochs
+
+  # one optimizer for the three runs: they share the compiled step
+  optimizer, reparam = sparse_training("msrs", make_optimizer(config), steps=config.steps,
+                                       start_step=1, check_every=1, tolerance=1.0, patience=4,
+                                       ready_fraction=0.0)
+
+  def run(workdir, stop_after=None):
+    sampler = DataPruningSampler(len(data), 0.7, "hard", seed=0)
+    result = train(model_config, config, data, workdir=workdir, quiet=True,
+                   sampler=sampler, transform=TimeDrop("chunk", 0.3),
+                   optimizer=optimizer, reparam=reparam, stop_after=stop_after)
+    return result, sampler
+  straight, straight_sampler = run(tmp_path / "a")
+  run(tmp_path / "b", stop_after=5)
+  resumed, resumed_sampler = run(tmp_path / "b")
+  for key in ("params", "other", "opt_state", "key"):
+    assert tree_equal_bitwise(straight[key], resumed[key]), key
+  assert tree_equal_bitwise(straight_sampler.state(), resumed_sampler.state())
+  assert straight_sampler.scored.sum() >= 2 * config.batch_size
+  assert straight_sampler.selected.sum() == round(0.7 * len(data))
+  # tolerance 1: every check but the first (nothing to compare with) passes; patience 4
+  assert int(straight["opt_state"].stability.stable_step) == 5
+  assert int(straight["opt_state"].phase) == 1
+  assert straight["history"][-1] == resumed["history"][-1]

@@ -1,0 +1,212 @@
+"""MSRS (arXiv:2406.17614) as continuous sparsification, and the SET/RigL/magnitude baselines,
+on a small MLP (any parameter pytree works) against closed forms and scripted sequences."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import scipy.special
+
+from sparse_sr.msrs import (MSRS, MaskStability, SWITCHED, beta_schedule, hamming_distance,
+                            hard_mask, soft_mask, weight_matrices, zero_fraction)
+from sparse_sr.sparse_methods import sparse_training
+
+
+def mlp_params(key):
+  k1, k2 = jax.random.split(key)
+  return {"l1": {"kernel": jax.random.normal(k1, (8, 32)) / 3, "bias": jnp.zeros(32)},
+          "l2": {"kernel": jax.random.normal(k2, (32, 1)) / 6, "bias": jnp.zeros(1)}}
+
+
+def mlp(params, x):
+  h = jnp.tanh(x @ params["l1"]["kernel"] + params["l1"]["bias"])
+  return h @ params["l2"]["kernel"] + params["l2"]["bias"]
+
+
+X = jax.random.normal(jax.random.key(1), (64, 8))
+Y = jnp.sin(X[:, :1] * 2) + X[:, 1:2]
+
+
+def test_soft_mask_tends_to_the_hard_mask():
+  s = np.linspace(-1, 1, 41)
+  s = s[np.abs(s) > 1e-6]
+  gaps = []
+  for beta in (1.0, 10.0, 100.0, 1000.0):
+    soft = np.asarray(soft_mask(jnp.asarray(s), beta))
+    np.testing.assert_allclose(soft, scipy.special.expit(beta * s), rtol=1e-5, atol=1e-12)
+    gaps.append(np.max(np.abs(soft - (s > 0))))
+  assert all(a > b for a, b in zip(gaps, gaps[1:]))
+  assert gaps[-1] < 1e-8
+  np.testing.assert_array_equal(np.asarray(hard_mask(jnp.asarray(s))), s > 0)
+  schedule = beta_schedule(1.0, 100.0, 10)
+  np.testing.assert_allclose([float(schedule(t)) for t in (0, 5, 10, 20)],
+                             [1.0, 10.0, 100.0, 100.0], rtol=1e-5)
+
+
+def test_penalty_gradient_pushes_every_logit_down():
+  reparam = MSRS(penalty_weight=0.5, target_sparsity=0.9, beta_initial=3.0, beta_final=3.0)
+  trained = reparam.init(mlp_params(jax.random.key(0)))
+  trained["logits"]["l1"]["kernel"] = jax.random.normal(jax.random.key(2), (8, 32))
+  state = reparam.transform(optax.sgd(0.1)).init(trained)
+  grad = jax.grad(lambda t: reparam.penalty(t, state))(trained)["logits"]
+  s = np.asarray(trained["logits"]["l1"]["kernel"])
+  n = 8 * 32 + 32 * 1
+  sig = 1 / (1 + np.exp(-3 * s))
+  # d/ds lambda * mean(sigmoid(beta s)) = lambda * beta * sigmoid' / N > 0: descent lowers s
+  np.testing.assert_allclose(np.asarray(grad["l1"]["kernel"]), 0.5 * 3 * sig * (1 - sig) / n,
+                             rtol=1e-4)
+  assert np.all(np.asarray(grad["l1"]["kernel"]) > 0)
+  assert float(jnp.sum(jnp.abs(grad["l1"]["bias"]))) == 0  # unmasked leaf
+  # past the target sparsity the penalty switches off
+  trained["logits"]["l1"]["kernel"] = -jnp.ones((8, 32))
+  trained["logits"]["l2"]["kernel"] = -jnp.ones((32, 1))
+  assert float(reparam.penalty(trained, state)) == 0.0
+
+
+def test_stability_tracker_on_a_scripted_mask_sequence():
+  rng = np.random.default_rng(0)
+  base = rng.random(200) > 0.5
+  flip = lambda m, n: np.where(np.arange(200) < n, ~m, m)  # noqa: E731
+  # distances to the previous mask: -, 0.1, 0.005, 0, 0.02 (reset), 0, 0, 0 -> stable at 8
+  sequence = [base, flip(base, 20), flip(flip(base, 20), 1), flip(flip(base, 20), 1)]
+  sequence += [flip(sequence[-1], 4)] * 4
+  tracker = MaskStability(tolerance=0.01, patience=3)
+  state = tracker.init({"m": jnp.asarray(sequence[0])})
+  expected_distance = [1.0]
+  for a, b in zip(sequence, sequence[1:]):
+    expected_distance.append(np.mean(a != b))
+  stable_at = None
+  for step, (mask, distance) in enumerate(zip(sequence, expected_distance), start=1):
+    state = tracker.update(state, {"m": jnp.asarray(mask)}, step)
+    assert float(state.distance) == pytest.approx(distance)
+    if stable_at is None and bool(MaskStability.is_stable(state)):
+      stable_at = step
+  assert stable_at == 8 and int(state.stable_step) == 8
+  assert float(hamming_distance({"m": jnp.asarray(base)}, {"m": jnp.asarray(~base)})) == 1.0
+
+
+def _step(optimizer, reparam, t, s):
+  def loss(t, s):
+    w = reparam.weights(t, s) if reparam else t
+    value = jnp.mean((mlp(w, X) - Y) ** 2)
+    return value + (reparam.penalty(t, s) if reparam else 0.0)
+  u, s = optimizer.update(jax.grad(loss)(t, s), s, t)
+  return optax.apply_updates(t, u), s
+
+
+def _train(optimizer, reparam, params, steps, on_step=None):
+  trained = reparam.init(params) if reparam else params
+  state = optimizer.init(trained)
+  step = jax.jit(lambda t, s: _step(optimizer, reparam, t, s))
+  for i in range(steps):
+    before = (trained, state)
+    trained, state = step(trained, state)
+    if on_step:
+      on_step(i, before, (trained, state))
+  return trained, state
+
+
+def test_sparse_switch_keeps_pruned_weights_exactly_zero():
+  reparam = MSRS(target_sparsity=0.6, penalty_weight=2.0, anneal_steps=150, beta_final=50.0,
+                 start_step=40, check_every=5, patience=3, tolerance=0.02, logit_init=0.3,
+                 switch="sparse")
+  optimizer = reparam.transform(optax.adam(1e-2))
+  zeros_seen = []
+
+  def check(i, before, after):
+    trained, state = after
+    if int(state.phase) == SWITCHED:
+      pruned = 0
+      for leaf in ("l1", "l2"):
+        w = np.asarray(trained["weights"][leaf]["kernel"])
+        m = np.asarray(state.mask[leaf]["kernel"])
+        assert np.all(w[~m] == 0.0)
+        pruned += int(np.sum(~m))
+      zeros_seen.append(pruned)
+  trained, state = _train(optimizer, reparam, mlp_params(jax.random.key(0)), 300, check)
+  assert int(state.phase) == SWITCHED and len(zeros_seen) > 50
+  assert 0 <= int(state.stability.stable_step) <= 300
+  sparsity = zero_fraction(trained["weights"])
+  assert sparsity == pytest.approx(zeros_seen[-1] / (8 * 32 + 32), abs=1e-9)
+  assert sparsity >= 0.4
+  assert float(jnp.mean((mlp(reparam.weights(trained, state), X) - Y) ** 2)) < float(
+      jnp.mean(Y ** 2))  # it learned something
+
+
+def test_dense_switch_keeps_the_function_and_then_trains_every_weight():
+  reparam = MSRS(target_sparsity=0.6, penalty_weight=2.0, anneal_steps=150, beta_final=50.0,
+                 start_step=40, check_every=5, patience=3, tolerance=0.02, logit_init=0.3,
+                 switch="dense")
+  optimizer = reparam.transform(optax.adam(1e-2))
+  at_switch = {}
+
+  def check(i, before, after):
+    (t0, s0), (t1, s1) = before, after
+    if int(s0.phase) != SWITCHED and int(s1.phase) == SWITCHED:
+      # the step's own update, without the switch, would give weights(t1) at count s1.count
+      unswitched = s1._replace(phase=jnp.zeros((), jnp.int32))
+      unfolded = jax.tree.map(lambda w, s: w / jnp.where(s.ndim > 0, soft_mask(
+          s, reparam.beta(s1.count)), 1.0), t1["weights"], t1["logits"])
+      expected = mlp(reparam.weights({**t1, "weights": unfolded}, unswitched), X)
+      np.testing.assert_allclose(np.asarray(mlp(reparam.weights(t1, s1), X)),
+                                 np.asarray(expected), rtol=1e-4, atol=1e-5)
+      at_switch["mask"] = s1.mask
+  trained, state = _train(optimizer, reparam, mlp_params(jax.random.key(0)), 300, check)
+  assert "mask" in at_switch
+  pruned = ~np.asarray(at_switch["mask"]["l1"]["kernel"])
+  assert pruned.sum() > 0
+  # dense training moved the weights the mask had pruned
+  assert np.mean(np.asarray(trained["weights"]["l1"]["kernel"])[pruned] != 0) > 0.9
+
+
+@pytest.mark.parametrize("method", ["set", "rigl", "magnitude"])
+def test_baselines_keep_density_constant(method):
+  params = mlp_params(jax.random.key(0))
+  optimizer, reparam = sparse_training(method, optax.adam(1e-2), steps=40,
+                                       target_sparsity=0.75)
+  assert reparam is None
+  expected = {"l1": round(0.25 * 8 * 32), "l2": round(0.25 * 32)}
+  changed = []
+
+  def check(i, before, after):
+    trained, state = after
+    for leaf, count in expected.items():
+      m = np.asarray(state.masks[leaf]["kernel"])
+      assert m.sum() == count
+      assert np.all(np.asarray(trained[leaf]["kernel"])[~m] == 0.0)
+    changed.append(not np.array_equal(np.asarray(before[1].masks["l1"]["kernel"]),
+                                      np.asarray(state.masks["l1"]["kernel"])))
+  _train(optimizer, None, params, 30, check)
+  if method == "magnitude":
+    assert not any(changed)
+    # pruning at init keeps the largest initial weights
+    m = np.asarray(optimizer.init(params).masks["l1"]["kernel"])
+    w = np.abs(np.asarray(params["l1"]["kernel"]))
+    assert w[m].min() >= w[~m].max()
+  else:
+    assert any(changed)  # the topology explored
+
+
+def test_default_masked_leaves_are_kernels():
+  leaves = jax.tree_util.tree_flatten_with_path(mlp_params(jax.random.key(0)))[0]
+  assert [weight_matrices(p, x) for p, x in leaves] == [False, True, False, True]
+
+
+def test_mask_state_resumes_bit_exactly_from_a_checkpoint(tmp_path):
+  from jaxrepro.checkpoint import Checkpointer, tree_equal_bitwise
+  reparam = MSRS(target_sparsity=0.6, penalty_weight=2.0, anneal_steps=40, start_step=5,
+                 check_every=2, patience=2, tolerance=0.05, logit_init=0.2)
+  optimizer = reparam.transform(optax.adam(1e-2))
+  params = mlp_params(jax.random.key(0))
+  straight = _train(optimizer, reparam, params, 30)
+  half = _train(optimizer, reparam, params, 15)
+  with Checkpointer(tmp_path, keep=1) as ckpt:
+    ckpt.save(15, half, force=True)
+    restored, _ = ckpt.restore(like=half)
+  assert tree_equal_bitwise(restored, half)
+  trained, state = restored
+  step = jax.jit(lambda t, s: _step(optimizer, reparam, t, s))
+  for _ in range(15):
+    trained, state = step(trained, state)
+  assert tree_equal_bitwise((trained, state), straight)
