@@ -76,7 +76,7 @@ def _nuts_vs_emcee(probe_name, cat, quick, seed=0):
   from numpyro.diagnostics import effective_sample_size
   from numpyro.infer.util import initialize_model, unconstrain_fn
 
-  from cosmo.bayes import omegam_model, run_nuts, stack_subsamples
+  from cosmo.bayes import model_args, omegam_model, run_nuts
   from cosmo.catalogues import Catalogue
   from cosmo.likelihoods import get_probe
   from cosmo.distances import log10_luminosity_distance_cm
@@ -108,9 +108,7 @@ def _nuts_vs_emcee(probe_name, cat, quick, seed=0):
   nuts_s = total_s - sum(compile_seconds)
 
   model = functools.partial(omegam_model, probe)
-  stacked, stacked_weights = stack_subsamples(cat, np.ones((1, cat.z.size)))
-  args = (Catalogue(*map(jnp.asarray, stacked)), jnp.asarray(stacked_weights),
-          jnp.asarray([0.0, 2.0]))
+  args = model_args(cat)
   info = initialize_model(jax.random.key(seed), model, model_args=args)
   names = list(info.param_info.z)
   log_prob = jax.jit(jax.vmap(lambda v: -info.potential_fn(dict(zip(names, v[:, None])))))
