@@ -4,9 +4,10 @@ One plain NumPyro model serves every probe: flat priors on Omega_m (over the sam
 the profile grid) and on the nuisances (``PRIORS``; scatter parameters sampled as their
 logarithm), and the same Gaussian likelihood as the profile. NUTS runs with a dense mass
 matrix (the intercept and slope of the relations are strongly correlated) on several
-chains; split R-hat and effective sample sizes come from numpyro.diagnostics. The marginal
-posterior of Omega_m is compared with the profile: where they disagree, the nuisance volume
-(projection effects) is shifting the marginal.
+chains (one per device, else one after another); split R-hat and effective sample sizes
+come from numpyro.diagnostics. The marginal posterior of Omega_m is compared with the
+profile: where they disagree, the nuisance volume (projection effects) is shifting the
+marginal.
 """
 
 from __future__ import annotations
@@ -93,8 +94,8 @@ def run_nuts(probe: Probe, cat: Catalogue, key: jax.Array, *, init: dict[str, np
           for k, v in init.items()}
   start = unconstrain_fn(model, args, {}, init)
   start = jax.tree.map(lambda v: jnp.broadcast_to(v, (num_chains,) + v.shape), start)
-  if chain_method is None:
-    chain_method = "parallel" if jax.local_device_count() >= num_chains else "vectorized"
+  if chain_method is None:  # vmapped chains measured 2x slower than sequential on CPU
+    chain_method = "parallel" if jax.local_device_count() >= num_chains else "sequential"
   mcmc = MCMC(NUTS(model, dense_mass=True, target_accept_prob=target_accept_prob),
               num_warmup=num_warmup,
               num_samples=num_samples, num_chains=num_chains, chain_method=chain_method,
