@@ -18,6 +18,7 @@ it is exactly degenerate with each relation's intercept.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
 
 import jax
@@ -131,6 +132,7 @@ def chi2_at(probe: Probe, omega_m: jax.Array, nuisance: jax.Array, cat: Catalogu
   return chi2(probe, nuisance, log10_luminosity_distance_cm(cat.z, omega_m), cat, weights)
 
 
+@functools.partial(jax.jit, static_argnames="probe")
 def simulate(probe: Probe, key: jax.Array, omega_m: jax.Array, nuisance: jax.Array,
              cat: Catalogue) -> Catalogue:
   """A mock with the same redshifts, x and errors: y drawn from the likelihood itself."""

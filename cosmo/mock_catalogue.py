@@ -18,6 +18,7 @@ from cosmo.likelihoods import get_probe, simulate
 
 DEFAULT_SIZES = {"qso": 2421, "grb": 316, "sne": 1580}
 _LOG10_4PI = float(np.log10(4.0 * np.pi))
+_log10_dl = jax.jit(log10_luminosity_distance_cm)  # one compile instead of many eager ops
 
 
 def _redshifts_and_x(probe: str, n: int, rng: np.random.Generator, omega_m: float):
@@ -26,7 +27,7 @@ def _redshifts_and_x(probe: str, n: int, rng: np.random.Generator, omega_m: floa
     return z, np.zeros(n), rng.uniform(0.1, 0.25, n), np.zeros(n)
   median, spread, zmax = (1.3, 0.6, 7.5) if probe == "qso" else (1.4, 0.7, 9.0)
   z = np.clip(np.exp(rng.normal(np.log(median), spread, n)), 0.02, zmax)
-  log_dl = np.asarray(log10_luminosity_distance_cm(jnp.asarray(z), omega_m))
+  log_dl = np.asarray(_log10_dl(jnp.asarray(z), omega_m))
   flux_to_lum = _LOG10_4PI + 2.0 * log_dl
   if probe == "qso":  # x = log F_UV from log L_UV ~ N(30.6, 0.5) (erg/s/Hz)
     x = rng.normal(30.6, 0.5, n) - flux_to_lum

@@ -1,16 +1,56 @@
+import functools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from numpyro.infer.util import log_density
+from scipy import stats
 
-from cosmo.bayes import run_nuts, summarize_posterior
+from cosmo.bayes import PRIORS, model_args, omegam_model, run_nuts, summarize_posterior
 from cosmo.intervals import summarize_profile
 from cosmo.likelihoods import get_probe
 from cosmo.mock_catalogue import mock_catalogue
 from cosmo.profile import profile_likelihood
+from tests.cosmo.test_likelihoods import _numpy_qso
 
 pytestmark = pytest.mark.usefixtures("x64")
 
 
+def test_model_density_is_prior_times_likelihood_per_subsample():
+  """Two padded subsamples (z > 1 and z <= 1): the joint log density is the sum of each
+  subsample's flat log priors and -chi^2 / 2 of its own members (numpy formula)."""
+  cat = mock_catalogue("qso", n=80, seed=6)
+  high = cat.z > 1.0
+  weights = np.stack([high, ~high]).astype(float)
+  args = model_args(cat, weights, (0.0, 2.0))
+  params = {"omega_m": jnp.array([0.9, 0.3]), "beta_30.5": jnp.array([26.6, 26.8]),
+            "gamma": jnp.array([0.6, 0.65]), "ln_delta": jnp.array([-1.4, -1.6])}
+  model = functools.partial(omegam_model, get_probe("qso"))
+  got = float(jax.jit(lambda p: log_density(model, args, {}, p)[0])(params))
+  expected = 0.0
+  for b, members in enumerate([high, ~high]):
+    nu = [float(params[k][b]) for k in ("omega_m", "beta_30.5", "gamma", "ln_delta")]
+    expected += -0.5 * _numpy_qso(*nu, cat.select(members))
+    expected -= np.log(2.0) + sum(np.log(hi - lo) for lo, hi in PRIORS["qso"].values())
+  assert got == pytest.approx(expected, rel=1e-9)
+
+
+def test_posterior_summary_of_gaussian_draws_is_closed_form():
+  rng = np.random.default_rng(0)
+  mu, s = 0.7, 0.2
+  draws = {"omega_m": rng.normal(mu, s, (4, 20000)), "gamma": rng.normal(0.6, 0.1, (4, 20000))}
+  post = summarize_posterior(draws)
+  for q, value in post["omega_m_quantiles"].items():
+    assert value == pytest.approx(mu + s * stats.norm.ppf(float(q)), abs=0.01)
+  assert post["sigma_at_planck"] == pytest.approx((mu - 0.315) / s, abs=0.05)
+  assert max(post["rhat"].values()) < 1.01  # independent draws: R-hat ~ 1, ESS ~ all draws
+  assert min(post["ess"].values()) > 0.8 * 80000
+  stuck = {"omega_m": draws["omega_m"] + np.arange(4)[:, None]}  # chains disagree
+  assert summarize_posterior(stuck)["rhat"]["omega_m"] > 2.0
+
+
+@pytest.mark.slow  # NUTS compilation: ~15 s CPU, about a minute on the shared machine
 def test_nuts_marginal_equals_profile_distribution_when_nuisance_is_linear():
   """SNe: M enters linearly with a flat prior, so marginalising it is a Gaussian integral of
   constant width and the marginal posterior of Omega_m is exactly exp(-Delta chi^2 / 2):

@@ -59,10 +59,10 @@ def test_boundary_profile_gives_open_interval_and_finite_distribution():
 
 def test_coverage_of_delta_chi2_interval_over_mocks():
   """On mocks drawn at the truth the Delta chi^2 = 1 interval covers it ~68% of the time."""
-  cat = mock_catalogue("qso", n=600, seed=5)
-  grid = np.linspace(0.0, 1.5, 76)
+  cat = mock_catalogue("qso", n=400, seed=5)
+  grid = np.linspace(0.0, 1.5, 61)
   n_mocks = 200
-  chi2, _ = mock_profiles(get_probe("qso"), cat, np.ones(600), grid, jax.random.key(1),
+  chi2, _ = mock_profiles(get_probe("qso"), cat, np.ones(400), grid, jax.random.key(1),
                           n_mocks=n_mocks)
   chi2 = np.asarray(chi2)
   covered, best = [], []
