@@ -41,7 +41,7 @@ def run(quick: bool, out_dir: Path) -> Report:
   import jax
   import jax.numpy as jnp
   from cosmo.degb import Params, classify_path, integrate_batch
-  from cosmo.degb.flows import InitialCondition, integrate_scipy, unstack
+  from cosmo.degb.flows import InitialCondition, default_chunk_size, integrate_scipy, unstack
   n = 400 if quick else 10_000
   n_save = 256
   ic, gamma = sample_initial_conditions(n)
@@ -79,7 +79,10 @@ def run(quick: bool, out_dir: Path) -> Report:
   report = Report(
       name="degb", command=f"python -m benchmarks.bench_degb{' --quick' if quick else ''}",
       config={"trajectories": n, "T_range_GeV": list(T_RANGE), "rtol": RTOL, "atol": ATOL,
-              "n_save": n_save, "diffrax_solver": "Tsit5 + PID, vmapped, float64",
+              "n_save": n_save,
+              "diffrax_solver": "Dopri8 + PID, dense output, float64, vmapped in chunks "
+                                "sorted by expected stiffness",
+              "diffrax_chunk_size": default_chunk_size(n), "backend": jax.default_backend(),
               "scipy_solver": "solve_ivp LSODA, scalar-float RHS, Python loop",
               "same_trajectories": True},
       data="none (sampled initial conditions, seed 0)",

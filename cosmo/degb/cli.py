@@ -14,6 +14,9 @@ from cosmo.degb.precision import float64
 
 T0_GEV = 1e-3          # boundary condition: standard radiation domination at BBN
 ALPHA_KM2 = 1.0        # |α| of the path scan (GW170817-sized coupling)
+# |α| of the BBN scan: up to where the w = -1/3 era starts at a few MeV (u0 ~ 1e-3 at T0), the
+# largest couplings that leave BBN in radiation domination; the T_RH bound grows as T_*^{1/2}.
+ALPHA_RANGE_KM2 = (1e-4, 1e8)
 
 
 def register(cosmo_subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +41,8 @@ def register(cosmo_subparsers: argparse._SubParsersAction) -> None:
   bbn.add_argument("--grid", type=int, default=12, help="grid points per axis (γ and |α|)")
   bbn.add_argument("--t-max", type=float, default=1e16, help="highest temperature, GeV")
   bbn.add_argument("--delta-neff", type=float, default=0.3, help="BBN bound on ΔN_eff")
+  bbn.add_argument("--alpha-range", type=float, nargs=2, default=ALPHA_RANGE_KM2,
+                   metavar=("LO", "HI"), help="|α| range in km² (log grid)")
   bbn.add_argument("--g-star", default="sm", help="constant g_* or 'sm' (default)")
   add_common_args(bbn, data_help="unused (no input data)")
   bbn.set_defaults(func=float64(_cmd_bbn))
@@ -140,7 +145,8 @@ def _cmd_paths(args) -> int:
   return _finish(report, args, files)
 
 
-def bbn_scan(grid: int, t_max: float, g_star, delta_neff: float, n_save: int = 400):
+def bbn_scan(grid: int, t_max: float, g_star, delta_neff: float, n_save: int = 400,
+             alpha_range_km2=ALPHA_RANGE_KM2):
   """T_RH bound over γ × |α| for both signs of α (x0 = 0)."""
   import jax.numpy as jnp
   from cosmo.degb import Params, bbn_bound_TRH, classify_path, initial_condition, integrate_batch, thermal
@@ -148,7 +154,10 @@ def bbn_scan(grid: int, t_max: float, g_star, delta_neff: float, n_save: int = 4
   if grid < 2:
     raise ValueError(f"--grid must be at least 2, got {grid}")
   gammas = np.geomspace(0.1, 5.0, grid)
-  alphas_km2 = np.geomspace(1e-4, 1e2, grid)
+  lo, hi = (float(a) for a in alpha_range_km2)
+  if not 0 < lo < hi:
+    raise ValueError(f"--alpha-range must satisfy 0 < LO < HI, got {lo} {hi}")
+  alphas_km2 = np.geomspace(lo, hi, grid)
   sign, gamma, a_km2 = (a.ravel() for a in np.meshgrid([-1.0, 1.0], gammas, alphas_km2, indexing="ij"))
   alpha = sign * thermal.km2_to_gev_inv2(a_km2)
   ic = initial_condition(jnp.asarray(alpha), jnp.asarray(gamma), T0_GEV, 0.0, 0.0, g_star)
@@ -171,7 +180,8 @@ def _cmd_bbn(args) -> int:
   if not args.delta_neff > 0:
     raise ValueError(f"--delta-neff must be positive, got {args.delta_neff}")
   start = time.perf_counter()
-  gammas, alphas, rows = bbn_scan(grid, args.t_max, g_star, args.delta_neff)
+  gammas, alphas, rows = bbn_scan(grid, args.t_max, g_star, args.delta_neff,
+                                  alpha_range_km2=args.alpha_range)
   elapsed = time.perf_counter() - start
   minus_third = [r for r in rows if r["final"] == "w=-1/3" and r["bounded"]]
   bounds = np.array([r["T_RH_max"] for r in minus_third])
@@ -183,7 +193,8 @@ def _cmd_bbn(args) -> int:
                    T_RH_bound_max_GeV=float(bounds.max()))
   report = Report(name="degb_bbn", command=f"jaxrepro cosmo degb bbn --grid {grid} --delta-neff {args.delta_neff}",
                   config={"grid": grid, "T0_GeV": T0_GEV, "T_max_GeV": args.t_max, "g_star": g_star,
-                          "delta_neff_max": args.delta_neff, "x0": 0.0},
+                          "delta_neff_max": args.delta_neff, "x0": 0.0,
+                          "alpha_range_km2": list(args.alpha_range)},
                   data="none (flows from radiation domination at T0)", metrics=metrics,
                   timings={"integrate_and_bound_s": elapsed})
   files = []

@@ -38,3 +38,4 @@ def test_bad_input_exits_2(capsys):
   assert main(["cosmo", "degb", "paths", "--grid", "1"]) == 2
   assert "grid" in capsys.readouterr().err
   assert main(["cosmo", "degb", "bbn", "--g-star", "lots"]) == 2
+  assert main(["cosmo", "degb", "bbn", "--alpha-range", "10", "1"]) == 2

@@ -4,7 +4,10 @@ import numpy as np
 import jax.numpy as jnp
 import pytest
 
-from cosmo.degb import Params, Solution, bbn_bound_TRH, gw_enhancement, initial_condition, integrate
+from cosmo.degb import (Params, Solution, bbn_bound_TRH, gw_enhancement, initial_condition, integrate,
+                        integrate_batch)
+from cosmo.degb.flows import unstack
+from cosmo.degb.thermal import km2_to_gev_inv2
 from cosmo.degb.gw import DELTA_NEFF_STD_PER_GEV
 
 
@@ -57,3 +60,21 @@ def test_w_minus_third_region_enhances_and_bounds_T_RH():
   assert np.all(np.diff(E[T > 10]) > 0) and E[-1] > 1e6
   bound = bbn_bound_TRH(sol)
   assert bound["bounded"] and 1e7 < bound["T_RH_max"] < 1e11
+
+
+def test_bound_scales_with_onset_of_w_minus_third_era():
+  """In the w = -1/3 era √Ω_r ≈ T/T_*, so ΔN_eff ≈ c T_RH²/T_* and T_RH ≲ √(ΔN_max T_*/c).
+
+  T_* (where w first turns negative) falls as |α|^{-1/4}; the largest couplings that keep
+  BBN in radiation domination (T_* of a few MeV) give the paper's 1e8-1e9 GeV.
+  """
+  alpha_km2 = np.array([1.0, 1e8])
+  ic = initial_condition(-km2_to_gev_inv2(alpha_km2), np.ones(2), 1e-3)
+  sol = integrate_batch(ic, Params(jnp.ones(2)), (1e-3, 1e14), n_save=300)
+  for i in range(2):
+    s = unstack(sol, i)
+    T = np.exp(s.ln_T)
+    t_star = T[np.argmax(np.asarray(s.w) < 0)]
+    bound = bbn_bound_TRH(s, delta_neff_max=0.3)["T_RH_max"]
+    np.testing.assert_allclose(bound, np.sqrt(0.3 * t_star / DELTA_NEFF_STD_PER_GEV), rtol=0.25)
+  assert 1e8 < bound < 1e9
