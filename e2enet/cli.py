@@ -32,6 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   train.add_argument("--base-channels", type=int, default=None, help="default 48 (8 quick)")
   train.add_argument("--num-classes", type=int, default=16)
   train.add_argument("--modality", choices=["CT", "MR"], default="CT")
+  train.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd",
+                     help="sgd: nnU-Net's Nesterov 0.99 (default); adam: learns in fewer steps")
+  train.add_argument("--lr", type=float, default=None,
+                     help="initial learning rate, poly-decayed (default 0.01)")
   train.add_argument("--update-frequency", type=int, default=None,
                      help="steps between prune/regrow (default: steps // 5)")
   train.add_argument("--ckpt", metavar="DIR", default=None, help="checkpoint directory (resumes)")
@@ -67,7 +71,12 @@ def _train_config(args: argparse.Namespace):
   if steps < 1:
     raise ValueError("--steps must be >= 1")
   values.setdefault("update_frequency", max(1, steps // 5))
+  if args.lr is not None:
+    if args.lr <= 0:
+      raise ValueError(f"--lr must be positive, got {args.lr}")
+    values["learning_rate"] = args.lr
   return TrainConfig(model=args.model, sparsity=args.sparsity, batch_size=args.batch_size,
+                     optimizer=args.optimizer,
                      num_classes=args.num_classes, seed=args.seed, **values)
 
 

@@ -21,12 +21,14 @@ directly by the global fill.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
+import jax
 import numpy as np
 
-from graph_al.pagerank import graph_pagerank
-from graph_al.scan import ScanResult, scan
+from graph_al.pagerank import pagerank
+from graph_al.scan import ScanResult, edge_triangles, scan
 
 VARIANTS = ("paper", "public")
 
@@ -45,15 +47,22 @@ def spa_from_scores(pagerank: np.ndarray, labels: np.ndarray, budget: int,
     raise ValueError(f"budget must be in [1, {n}], got {budget}")
   if variant not in VARIANTS:
     raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-  members = np.flatnonzero(labels >= 0)
-  # Community members sorted by (community, descending PageRank, node id).
-  ranked = members[np.lexsort((members, -pagerank[members], labels[members]))]
-  starts = np.flatnonzero(np.r_[True, np.diff(labels[ranked]) != 0]) if ranked.size else \
-      np.zeros(0, np.int64)
+  # Global ranking: descending PageRank, ties by node id (a stable sort).
+  by_rank = np.argsort(-pagerank, kind="stable")
   if variant == "paper":
-    heads = ranked[starts]
-    chosen = heads[np.lexsort((heads, -pagerank[heads]))][:budget]
+    # A community's head is its first member in the global ranking.
+    rank_labels = labels[by_rank]
+    in_community = np.flatnonzero(rank_labels >= 0)
+    first = np.full(int(labels.max(initial=-1)) + 1, n)
+    np.minimum.at(first, rank_labels[in_community], in_community)
+    chosen_positions = np.sort(first[first < n])[:budget]
+    chosen = by_rank[chosen_positions]
   else:
+    members = np.flatnonzero(labels >= 0)
+    # Community members sorted by (community, descending PageRank, node id).
+    ranked = members[np.lexsort((members, -pagerank[members], labels[members]))]
+    starts = np.flatnonzero(np.r_[True, np.diff(labels[ranked]) != 0]) if ranked.size else \
+        np.zeros(0, np.int64)
     ends = np.r_[starts[1:], ranked.size]
     remaining, picks, k = budget, [], starts.size
     for start, end in zip(starts, ends):   # one step per community, as the notebook
@@ -61,14 +70,25 @@ def spa_from_scores(pagerank: np.ndarray, labels: np.ndarray, budget: int,
       picks.append(ranked[start:min(start + quota, end)])
       remaining -= quota
     chosen = np.concatenate(picks)[:budget] if picks else np.zeros(0, np.int64)
-  by_rank = np.lexsort((np.arange(n), -pagerank))
-  fill = by_rank[~np.isin(by_rank, chosen)][:budget - chosen.size]
+    chosen_positions = np.argsort(by_rank)[chosen]
+  unchosen = np.ones(n, bool)
+  unchosen[chosen_positions] = False
+  fill = by_rank[unchosen][:budget - chosen.size]
   return np.concatenate([chosen, fill]).astype(np.int64)
+
+
+@functools.partial(jax.jit, static_argnames=("num_nodes",))
+def _device_part(senders, receivers, num_nodes: int, alpha: float):
+  """SCAN's triangle counts and PageRank in one device program (one dispatch, one transfer)."""
+  # Symmetric edges: reading each (u, v) as v -> u leaves them sorted by receiver.
+  scores, _ = pagerank(receivers, senders, num_nodes, alpha, receivers_sorted=True)
+  return edge_triangles(senders, receivers, num_nodes), scores
 
 
 def spa_query(graph, budget: int, *, eps: float = 0.5, mu: int = 3, alpha: float = 0.95,
               seed: int = 0, variant: str = "paper") -> SpaQuery:
   """SCAN + PageRank + selection: the whole SPA query."""
-  clusters = scan(graph, eps, mu, seed=seed)
-  scores = graph_pagerank(graph, alpha)
+  triangles, scores = _device_part(*graph.device_edges, graph.num_nodes, alpha)
+  clusters = scan(graph, eps, mu, seed=seed, triangles=np.asarray(triangles))
+  scores = np.asarray(scores)
   return SpaQuery(spa_from_scores(scores, clusters.labels, budget, variant), scores, clusters)

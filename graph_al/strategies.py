@@ -147,8 +147,8 @@ def _train_on(graph, labelled: np.ndarray, seeds: Sequence[int], gnn_config: gnn
 
 
 def _percentile(scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-  """Rank of each score among the candidates' scores, in [0, 1); -inf off the candidates."""
-  ranks = np.full(scores.shape, -np.inf)
+  """Rank of each score among the candidates' scores, in [0, 1); 0 off the candidates."""
+  ranks = np.zeros(scores.shape)
   order = np.argsort(scores[candidates], kind="stable")
   ranks[candidates[order]] = np.arange(order.size) / max(order.size, 1)
   return ranks
@@ -190,7 +190,7 @@ def _age(graph, budget, seeds, config: QueryConfig, gnn_config) -> np.ndarray:
       score = (alpha * _percentile(entropy[i], candidates)
                + beta * _percentile(density, candidates)
                + gamma * _percentile(centrality, candidates))
-      picks.append(_top(score, take))
+      picks.append(_top(np.where(masks[i], -np.inf, score), take))
     labelled = np.concatenate([labelled, np.stack(picks)], axis=1)
   return labelled
 

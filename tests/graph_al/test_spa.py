@@ -50,6 +50,21 @@ def test_public_variant_matches_the_notebook_loop(n, k, data):
                                 _notebook_selection(pagerank, communities, budget))
 
 
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(5, 60), k=st.integers(0, 12), data=st.data())
+def test_paper_variant_matches_algorithm_1_written_as_loops(n, k, data):
+  rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+  pagerank = rng.integers(0, 8, n).astype(float)   # many ties: broken by node id
+  labels = rng.integers(-1, k, n) if k else np.full(n, -1)
+  budget = data.draw(st.integers(1, n))
+  def key(v):
+    return (-pagerank[v], v)
+  heads = [min(np.flatnonzero(labels == c).tolist(), key=key) for c in set(labels.tolist()) - {-1}]
+  expected = sorted(heads, key=key)[:budget]
+  expected += [v for v in sorted(range(n), key=key) if v not in expected][:budget - len(expected)]
+  np.testing.assert_array_equal(spa_from_scores(pagerank, labels, budget), expected)
+
+
 def test_paper_variant_takes_each_community_head_then_global_pagerank():
   pagerank = np.array([0.9, 0.1, 0.5, 0.4, 0.3, 0.8, 0.05, 0.7])
   labels = np.array([0, 0, 1, 1, 1, -1, 2, -1])
