@@ -55,8 +55,8 @@ def corpora(quick: bool, out_dir: Path) -> dict[str, tuple[Path, str]]:
     if not (folder / "train.jsonl").is_file():
       corpus.make_fsdd_corpus(source.path, folder, "george")
     found["fsdd"] = (folder, source.describe())
-  except FileNotFoundError:
-    pass
+  except FileNotFoundError as missing:
+    print(f"FSDD not found ({missing}); using the embedded espeak-ng synthesized corpus")
   if not found:
     folder = out_dir / "ddp_asr_corpora" / "espeak"
     if not (folder / "train.jsonl").is_file():
