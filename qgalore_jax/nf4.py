@@ -20,6 +20,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from qgalore_jax.quantization import pack_int4, unpack_int4
+
 # bitsandbytes' NF4 levels (functional.py, ``get_4bit_type("nf4")``), ascending, index 7 == 0.
 NF4_LEVELS = (
     -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
@@ -65,14 +67,12 @@ def quantize_nf4(x: jax.Array, block_size: int = DEFAULT_BLOCK_SIZE) -> NF4Tenso
   levels = jnp.asarray(NF4_LEVELS, jnp.float32)
   # nearest level = number of midpoints below the value (levels are sorted)
   midpoints = (levels[1:] + levels[:-1]) / 2
-  codes = jnp.searchsorted(midpoints, normalized.reshape(-1), side="left").astype(jnp.uint8)
-  packed = codes[0::2] | (codes[1::2] << 4)
-  return NF4Tensor(packed, absmax, tuple(x.shape), block_size)
+  codes = jnp.searchsorted(midpoints, normalized.reshape(-1), side="left")
+  return NF4Tensor(pack_int4(codes), absmax, tuple(x.shape), block_size)
 
 
 def dequantize_nf4(q: NF4Tensor, dtype=jnp.float32) -> jax.Array:
   """``absmax[block] * NF4_LEVELS[code]`` reshaped to the original shape."""
-  codes = jnp.stack([q.data & 0xF, q.data >> 4], axis=-1).reshape(-1)
-  levels = jnp.asarray(NF4_LEVELS, jnp.float32)[codes].reshape(-1, q.block_size)
+  levels = jnp.asarray(NF4_LEVELS, jnp.float32)[unpack_int4(q.data)].reshape(-1, q.block_size)
   values = (levels * q.absmax[:, None]).reshape(-1)[:q.size]
   return values.reshape(q.shape).astype(dtype)
