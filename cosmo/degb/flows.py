@@ -159,7 +159,10 @@ def integrate(ic: InitialCondition, params: Params, T_range, *, n_save: int = 25
   from the vector field; exact where the clock was not slowed).
   ``solver``: ``"dopri8"`` (explicit, 8th order: fewest steps at tight tolerances),
   ``"tsit5"`` (explicit, 5th order) or ``"kvaerno5"`` (stiff, implicit). ``max_steps`` bounds
-  the solve and sizes the dense-output buffer. Compiled once per static configuration; see
+  the solve and sizes the dense-output buffer, whose upkeep dominates the cost of a vmapped
+  solve on CPU (400 benchmark histories: 1.18 s CPU at 4096, 0.38 s at 1024, 0.28 s at 640);
+  Dopri8 needs 140 steps on average and at most 525 on the benchmark's 10,000 histories. A
+  history that runs out of steps comes back with ``ok=False``. Compiled once per static configuration; see
   :func:`integrate_batch` for many at once.
   """
   static = _static_config(T_range, n_save, n_extra, g_star, rtol, atol, max_steps, solver)
