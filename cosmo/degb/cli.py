@@ -120,9 +120,13 @@ def _cmd_paths(args) -> int:
   keyed = [f"alpha{'>' if s > 0 else '<'}0: {lab['path']}" for s, lab in zip(params["sign_alpha"], labels)]
   counts = collections.Counter(keyed)
   # α's sign splits the phase plane (u never changes sign): a path is (sign α, sequence).
-  distinct = sorted({k for k, lab in zip(keyed, labels) if lab["final"] not in ("failed", "unsettled")})
-  swift = [p for p in distinct if p.count("->") == 1]
-  metastable = [p for p in distinct if p.count("->") > 1]
+  settled = {k: lab for k, lab in zip(keyed, labels) if lab["final"] not in ("failed", "unsettled")}
+  distinct = sorted(settled)
+  # swift vs meta-stable: see classify_path (a plateau the flow must turn back from); the
+  # plain count of histories with any intermediate plateau is reported alongside.
+  swift = [p for p in distinct if settled[p]["swift"]]
+  metastable = [p for p in distinct if not settled[p]["swift"]]
+  with_plateau = [p for p in distinct if settled[p]["plateaus"]]
   report = Report(
       name="degb_paths", command=f"jaxrepro cosmo degb paths --grid {grid} --t-max {args.t_max:g}",
       config={"grid": grid, "T0_GeV": T0_GEV, "T_max_GeV": args.t_max, "alpha_km2": ALPHA_KM2,
@@ -131,6 +135,8 @@ def _cmd_paths(args) -> int:
       metrics={"counts_by_sign_alpha_and_path": dict(sorted(counts.items())),
                "distinct_paths": distinct, "n_distinct_paths": len(distinct),
                "n_swift": len(swift), "n_metastable": len(metastable),
+               "swift_paths": swift, "metastable_paths": metastable,
+               "n_with_any_intermediate_plateau": len(with_plateau),
                "n_failed": sum(lab["final"] == "failed" for lab in labels),
                "n_unsettled": sum(lab["final"] == "unsettled" for lab in labels),
                "paper_claim": "8 paths: 5 swift, 3 with a meta-stable w"},

@@ -361,8 +361,8 @@ def high_temperature_attractors(gamma, sign_u) -> set[str]:
   return out
 
 
-def _nearest_fixed_w(w, gamma, sign_u, tol):
-  """Name of the fixed point whose ``w`` is within ``tol`` of ``w`` (or None).
+def _fixed_w_values(gamma, sign_u) -> dict[str, float]:
+  """``w`` of the critical points a flow can shadow on the side ``sign(u) = sign_u``.
 
   The scaling solution counts only on its own side of ``u = 0`` (``u`` keeps its sign).
   """
@@ -370,7 +370,12 @@ def _nearest_fixed_w(w, gamma, sign_u, tol):
   x_s = scaling_x(gamma)
   if np.isfinite(x_s) and np.sign(x_s ** 2 - 1) * np.sign(x_s) == sign_u:
     candidates["scaling"] = scaling_w(gamma)
-  name, value = min(candidates.items(), key=lambda kv: abs(kv[1] - w))
+  return candidates
+
+
+def _nearest_fixed_w(w, gamma, sign_u, tol):
+  """Name of the fixed point whose ``w`` is within ``tol`` of ``w`` (or None)."""
+  name, value = min(_fixed_w_values(gamma, sign_u).items(), key=lambda kv: abs(kv[1] - w))
   return name if abs(value - w) < tol else None
 
 
@@ -382,15 +387,25 @@ def classify_path(solution: Solution, *, tol: float = 0.02, min_plateau_efolds: 
   A plateau is a run of at least ``min_plateau_efolds`` in ``ln T`` where ``w`` stays within
   ``tol`` of one value; the last run that reaches ``T_max`` is the attractor (named by the
   fixed point with that ``w``, or ``"unsettled"``). Earlier plateaus at the ``w`` of a critical
-  point, other than the initial radiation era, are meta-stable. Returns ``{"final", "plateaus", "path", "w_final"}`` where
-  ``path`` is e.g. ``"RD -> kination -> w=-1/3"``.
+  point, other than the initial radiation era, are listed in ``plateaus``.
+
+  arXiv:2405.15998 (abstract) calls five of its eight paths a *swift* transition to the
+  attractor and three *convoluted*: the system "follows a meta-stable equation of state at
+  intermediate temperatures before eventually jumping to the real attractor". We make that
+  precise as: a plateau is ``metastable`` when its ``w`` lies outside the interval between
+  radiation's ``w = 1/3`` and the attractor's ``w`` (by more than ``tol``), i.e. ``w(T)`` must
+  turn back to reach the attractor; a plateau on the way (kination's ``w = 1`` between 1/3 and
+  a scaling ``w_s > 1``) only delays a monotone, swift transition. ``swift`` is True when no
+  plateau is meta-stable. Returns ``{"final", "plateaus", "metastable", "swift", "path",
+  "w_final"}`` where ``path`` is e.g. ``"RD -> kination -> w=-1/3"``.
   """
   ln_T = np.asarray(solution.ln_T, dtype=float)
   w = np.asarray(solution.w, dtype=float)
   gamma = float(np.asarray(solution.gamma).reshape(-1)[0])
   sign_u = float(np.asarray(solution.sign_u).reshape(-1)[0])
   if not bool(np.asarray(solution.ok).all()) or not np.all(np.isfinite(w)):
-    return {"final": "failed", "plateaus": [], "path": "failed", "w_final": float("nan")}
+    return {"final": "failed", "plateaus": [], "metastable": [], "swift": False, "path": "failed",
+            "w_final": float("nan")}
   runs = _plateaus(ln_T, w, tol, min_plateau_efolds)
   final = "unsettled"
   if runs and runs[-1][1] == len(w) - 1:
@@ -408,8 +423,12 @@ def classify_path(solution: Solution, *, tol: float = 0.02, min_plateau_efolds: 
       names.append(name)
   if names and names[-1] == final:
     names = names[:-1]
-  return {"final": final, "plateaus": names, "path": " -> ".join(["RD", *names, final]),
-          "w_final": float(w[-1])}
+  values = _fixed_w_values(gamma, sign_u)
+  w_end = values.get(final, float(w[-1]))
+  lo, hi = min(1.0 / 3.0, w_end) - tol, max(1.0 / 3.0, w_end) + tol
+  metastable = [name for name in names if not lo <= values[name] <= hi]
+  return {"final": final, "plateaus": names, "metastable": metastable, "swift": not metastable,
+          "path": " -> ".join(["RD", *names, final]), "w_final": float(w[-1])}
 
 
 def _plateaus(ln_T, w, tol, min_len):

@@ -119,8 +119,14 @@ def test_classifier_on_hand_built_curves():
   assert classify_path(_hand_built([1 / 3, w_s], [5, 20]))["path"] == "RD -> scaling"
   out = classify_path(_hand_built([1 / 3, 1.0, w_s], [5, 6, 10]))
   assert out["path"] == "RD -> kination -> scaling" and out["plateaus"] == ["kination"]
-  assert classify_path(_hand_built([1 / 3, -1 / 3, 1.0], [5, 6, 10], gamma=3.0))["path"] == \
-      "RD -> w=-1/3 -> kination"
+  # w rises 1/3 -> 1 -> w_s monotonically: kination only delays a swift transition
+  assert out["swift"] and out["metastable"] == []
+  out = classify_path(_hand_built([1 / 3, -1 / 3, 1.0], [5, 6, 10], gamma=3.0))
+  assert out["path"] == "RD -> w=-1/3 -> kination"
+  assert not out["swift"] and out["metastable"] == ["w=-1/3"]
+  out = classify_path(_hand_built([1 / 3, 1.0, -1 / 3], [5, 6, 10], sign=-1.0))
+  assert out["path"] == "RD -> kination -> w=-1/3" and out["metastable"] == ["kination"]
+  assert classify_path(_hand_built([1 / 3, -1 / 3], [5, 20], sign=-1.0))["swift"]
   # too short a plateau is not meta-stable; an unknown final w is "unsettled"
   assert classify_path(_hand_built([1 / 3, 1.0, -1 / 3], [5, 0.5, 10], sign=-1.0))["path"] == \
       "RD -> w=-1/3"
