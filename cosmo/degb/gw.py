@@ -18,6 +18,10 @@ slowly than ``T²``. The standard background is normalised to Ghiglieri et al.'s
 
 from __future__ import annotations
 
+import functools
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from cosmo.degb import thermal
@@ -28,11 +32,17 @@ DELTA_NEFF_STD_PER_GEV = 1e-3 / 2e17   # standard-cosmology ΔN_eff per GeV of T
 OMEGA_GW_H2_PER_NEFF = 5.6e-6           # ∫Ω_GW h² d ln f per unit ΔN_eff
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _dlng_dlnT_many(g_fn, T):
+  """``d ln g_*/d ln T`` on an array, compiled once per ``g_*`` curve (not a grad per sample)."""
+  return jax.vmap(lambda t: thermal.dlng_dlnT(g_fn, t))(T)
+
+
 def _weights(ln_T, g_star):
   g_fn = thermal.make_g_star(g_star)
   T = np.exp(ln_T)
   g = np.asarray(g_fn(T))
-  dlng = np.array([float(thermal.dlng_dlnT(g_fn, t)) for t in T]) if isinstance(g_star, str) \
+  dlng = np.asarray(_dlng_dlnT_many(g_fn, jnp.asarray(T))) if isinstance(g_star, str) \
       else np.zeros_like(T)
   return T * g ** -0.5 * g ** (-4.0 / 3.0) * (1.0 + dlng / 3.0)
 
