@@ -13,7 +13,10 @@ which is 1 in radiation domination and grows ∝ ``T_RH`` in the ``w = -1/3`` re
 (``Ω_r ∝ T²``), where the plasma dominates the energy budget while ``H ∝ T`` dilutes more
 slowly than ``T²``. The standard background is normalised to Ghiglieri et al.'s
 ``ΔN_eff = 10⁻³`` at ``T_max = 2×10¹⁷ GeV`` (linear in ``T_max``), i.e.
-``∫ Ω_GW h² d ln f = 5.6×10⁻⁶ ΔN_eff``. The BBN bound requires ``ΔN_eff^{GW} ≤ ΔN_eff^{max}``.
+``∫ Ω_GW h² d ln f = 5.6×10⁻⁶ ΔN_eff`` (:func:`omega_gw_h2_per_delta_neff` derives the
+factor from ``T_CMB``). The rate is the GR one: the Gauss-Bonnet coupling enters only
+through ``H`` (the paper's mechanism: the plasma dominates while the total energy dilutes
+slowly). The BBN bound requires ``ΔN_eff^{GW} ≤ ΔN_eff^{max}``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,20 @@ from cosmo.degb.flows import Solution
 from cosmo.degb.precision import float64
 
 DELTA_NEFF_STD_PER_GEV = 1e-3 / 2e17   # standard-cosmology ΔN_eff per GeV of T_max
-OMEGA_GW_H2_PER_NEFF = 5.6e-6           # ∫Ω_GW h² d ln f per unit ΔN_eff
+T_CMB_GEV = 2.7255 * 8.617333262e-14   # Fixsen 2009, K -> GeV
+H100_GEV = 100.0 / 3.0856775814913673e19 * 6.582119569e-25   # 100 km/s/Mpc, in GeV
+
+
+def omega_gw_h2_per_delta_neff() -> float:
+  """``∫ Ω_GW h² d ln f`` carried by ``ΔN_eff = 1`` (≈ 5.6×10⁻⁶).
+
+  A GW background redshifts like free-streaming radiation, so it counts as
+  ``ρ_GW / ρ_ν,1 = ΔN_eff`` with one neutrino species ``ρ_ν,1 = (7/8)(4/11)^{4/3} ρ_γ``;
+  ``Ω_γ h² = (π²/15) T_CMB⁴ / (3 H_100² M_P²)``.
+  """
+  rho_gamma = np.pi ** 2 / 15.0 * T_CMB_GEV ** 4
+  rho_crit_over_h2 = 3.0 * H100_GEV ** 2 * thermal.M_PLANCK_REDUCED_GEV ** 2
+  return 7.0 / 8.0 * (4.0 / 11.0) ** (4.0 / 3.0) * rho_gamma / rho_crit_over_h2
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -76,7 +92,8 @@ def delta_neff_gw(T_rh, enhancement):
 def bbn_bound_TRH(solution: Solution, *, delta_neff_max: float = 0.3, g_star=10.75) -> dict:
   """Largest ``T_RH`` with ``ΔN_eff^{GW}(T_RH) ≤ delta_neff_max`` along a trajectory.
 
-  Returns ``{"T_RH_max": GeV, "bounded": bool, "delta_neff_at_Tmax": ...}``; when the
+  Returns ``{"T_RH_max": GeV, "bounded": bool, "delta_neff_at_Tmax": ...,
+  "omega_gw_h2_at_Tmax": ∫Ω_GW h² d ln f}``; when the
   bound is not reached inside the integrated range, ``T_RH_max`` is the range's top and
   ``bounded`` is False (the bound then lies above it).
   """
@@ -84,15 +101,16 @@ def bbn_bound_TRH(solution: Solution, *, delta_neff_max: float = 0.3, g_star=10.
     raise ValueError(f"delta_neff_max must be positive, got {delta_neff_max}")
   T, enhancement = gw_enhancement(solution, g_star=g_star)
   dneff = delta_neff_gw(T, enhancement)
+  at_top = {"delta_neff_at_Tmax": float(dneff[-1]),
+            "omega_gw_h2_at_Tmax": float(dneff[-1]) * omega_gw_h2_per_delta_neff()}
   over = np.nonzero(dneff > delta_neff_max)[0]
   if over.size == 0:
-    return {"T_RH_max": float(T[-1]), "bounded": False, "delta_neff_at_Tmax": float(dneff[-1])}
+    return {"T_RH_max": float(T[-1]), "bounded": False, **at_top}
   i = int(over[0])
   if i == 0:
-    return {"T_RH_max": float(T[0]), "bounded": True, "delta_neff_at_Tmax": float(dneff[-1])}
+    return {"T_RH_max": float(T[0]), "bounded": True, **at_top}
   # ΔN_eff is smooth and monotone in ln T between samples: interpolate in log-log.
   l0, l1 = np.log(dneff[i - 1]), np.log(dneff[i])
   frac = (np.log(delta_neff_max) - l0) / (l1 - l0)
   ln_T_rh = np.log(T[i - 1]) + frac * (np.log(T[i]) - np.log(T[i - 1]))
-  return {"T_RH_max": float(np.exp(ln_T_rh)), "bounded": True,
-          "delta_neff_at_Tmax": float(dneff[-1])}
+  return {"T_RH_max": float(np.exp(ln_T_rh)), "bounded": True, **at_top}

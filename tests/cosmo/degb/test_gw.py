@@ -26,6 +26,16 @@ def test_standard_cosmology_has_no_enhancement():
   np.testing.assert_allclose(bound["delta_neff_at_Tmax"], DELTA_NEFF_STD_PER_GEV * 1e10, rtol=1e-6)
 
 
+def test_delta_neff_conversion_matches_published_factor():
+  """(7/8)(4/11)^{4/3} Ω_γ h² from T_CMB = 2.7255 K is the quoted 5.6e-6 per unit ΔN_eff."""
+  from cosmo.degb.gw import omega_gw_h2_per_delta_neff
+  np.testing.assert_allclose(omega_gw_h2_per_delta_neff(), 5.6e-6, rtol=5e-3)
+  ln_T = np.linspace(np.log(1e-3), np.log(1e10), 50)
+  bound = bbn_bound_TRH(_synthetic(np.ones_like(ln_T), ln_T))
+  np.testing.assert_allclose(bound["omega_gw_h2_at_Tmax"],
+                             bound["delta_neff_at_Tmax"] * omega_gw_h2_per_delta_neff(), rtol=1e-12)
+
+
 def test_enhancement_closed_form_for_omega_growing_as_T_squared():
   """Ω_r = (T/T*)² above T*: E(T) = ∫ T²/T* dlnT / ∫ T dlnT → T/(2T*) (closed form)."""
   T_star = 1.0
