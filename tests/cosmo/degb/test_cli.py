@@ -39,3 +39,15 @@ def test_bad_input_exits_2(capsys):
   assert "grid" in capsys.readouterr().err
   assert main(["cosmo", "degb", "bbn", "--g-star", "lots"]) == 2
   assert main(["cosmo", "degb", "bbn", "--alpha-range", "10", "1"]) == 2
+
+
+@pytest.mark.slow
+def test_paths_grid_reproduces_five_swift_and_three_metastable(tmp_path):
+  """arXiv:2405.15998: eight paths, five swift and three with a meta-stable intermediate w."""
+  out = tmp_path / "paths.json"
+  assert main(["cosmo", "degb", "paths", "--grid", "12", "--json", str(out)]) == 0
+  metrics = json.loads(out.read_text())["metrics"]
+  assert metrics["n_failed"] == 0
+  assert (metrics["n_distinct_paths"], metrics["n_swift"], metrics["n_metastable"]) == (8, 5, 3)
+  assert "alpha>0: RD -> kination -> scaling" in metrics["swift_paths"]
+  assert "alpha<0: RD -> kination -> w=-1/3" in metrics["metastable_paths"]
