@@ -52,6 +52,14 @@ def _floats(text: str, flag: str) -> list[float]:
     raise ValueError(f"{flag} {text!r}: expected comma-separated numbers") from None
 
 
+def describe_catalogue(data_desc: str) -> str:
+  """The ``catalogue`` entry of reports: which sample, and how it compares with the paper's."""
+  from cosmo.catalogues import catalogue_note
+  if data_desc.startswith("embedded:"):
+    return "embedded mock drawn from the likelihood at a stated truth (not the paper's data)"
+  return catalogue_note(data_desc)
+
+
 def load_data(data: str | None):
   """(probe name, catalogue, description of the source) for ``--data``."""
   from cosmo.catalogues import DEFAULT_FILES, PROBES, load_catalogue
@@ -129,7 +137,8 @@ def _run(args: argparse.Namespace) -> int:
                   config={"probe": probe_name, "method": args.method, "zmin": zmins,
                           "zmax": args.zmax, "bins": args.bins, "quick": quick,
                           "seed": args.seed, "h0_fixed": 70.0, **vars(config)},
-                  metrics={"omega_grid": config.grid().tolist(), "subsamples": rows},
+                  metrics={"catalogue": describe_catalogue(data_desc),
+                           "omega_grid": config.grid().tolist(), "subsamples": rows},
                   timings=timings)
   report.notes.append("H0 fixed at 70 km/s/Mpc (degenerate with the relation's intercept)")
   if probe_name == "sne":
