@@ -142,7 +142,8 @@ def _emcee_run(model, args, laplace, walkers, burn, steps, seed, repeats):
   rng = np.random.default_rng(seed)
   p0 = np.asarray(flat_mode) + rng.standard_normal((walkers, flat_mode.size)) @ np.linalg.cholesky(
       laplace.covariance).T
-  log_prob(jnp.asarray(p0)).block_until_ready()
+  for batch in (walkers, walkers // 2):  # the stretch move calls it on half the ensemble
+    log_prob(jnp.asarray(p0[:batch])).block_until_ready()  # compile outside the timing
 
   def sample():
     sampler = emcee.EnsembleSampler(walkers, flat_mode.size,

@@ -94,7 +94,7 @@ def test_laplace_approximation_is_exact_for_a_linear_gaussian_model():
   np.testing.assert_allclose(laplace.mode["theta"], covariance @ design.T @ y / 0.25, rtol=1e-6)
   np.testing.assert_allclose(laplace.covariance, covariance, rtol=1e-5)
   assert laplace.sites == ("theta",)
-  kernel = nuts_kernel(laplace, model)  # the adaptation starts from the Laplace covariance
-  state = kernel.init(jax.random.key(0), 10, laplace.mode, model_args=args)
+  kernel = nuts_kernel(laplace)  # on the potential; adaptation starts from the covariance
+  state = kernel.init(jax.random.key(0), 10, laplace.mode)
   np.testing.assert_allclose(state.adapt_state.inverse_mass_matrix[("theta",)], covariance,
                              rtol=1e-5)
