@@ -4,8 +4,9 @@
    against a numpy + ``scipy.optimize.minimize`` loop over the grid (same likelihood, written
    here; distances by ``scipy.integrate.cumulative_trapezoid``), in the same process:
    max |Delta chi^2| difference and the wall-time ratio (target >= 10x, < 0.01).
-2. NUTS effective samples per second against ``emcee`` on the same posterior (the NumPyro
-   model's log density, jitted and vmapped over walkers for emcee), same process (target >= 3x).
+2. NUTS effective samples per second against ``emcee`` on the same GRB posterior (the
+   NumPyro model's potential, jitted and vmapped over walkers for emcee), same process,
+   measured the same way for both (see ``_nuts_vs_emcee``; target >= 3x).
 3. DESI DR2 BAO alone as a low-redshift cross-check, against the published fit.
 4. The tension figures: full QSO and GRB samples (Delta chi^2 and profile distribution,
    Omega_m <= 2 and <= 10) with a mock calibration, and the z_min sweeps, against the
@@ -73,45 +74,145 @@ def _profile_speed(cat, quick):
           "profile_jax_s": ours.as_dict(), "profile_scipy_s": ref_seconds}
 
 
-def _warm_nuts(probe, cat, init, chains, warmup, draws, seed):
-  """NUTS as ``cosmo.bayes.run_nuts`` runs it (dense mass matrix, target acceptance 0.85,
-  every chain from ``init``, warm-up then draws), written as one jitted ``lax.scan`` over
-  numpyro's NUTS kernel so that one compilation serves repeated, timed runs (``MCMC.run``
-  re-traces its loop on every call). Chains run one after another (``lax.map``): vmapped
-  chains advance in lockstep and vmapped tree building evaluates both sides of every
-  branch, which measured 2x slower here. Returns a function () -> Omega_m draws
-  (chains, draws)."""
-  from numpyro.infer import NUTS
-  from numpyro.infer.util import unconstrain_fn
+def _nuts_sampler(model, args, laplace, chains, warmup, draws, seed, vectorized=False):
+  """NUTS as ``cosmo.bayes.run_nuts`` runs it (dense mass adapted from the Laplace
+  covariance, every chain from the mode, warm-up then draws), written as one jitted
+  ``lax.scan`` over numpyro's NUTS kernel so that one compilation serves repeated, timed runs
+  (``MCMC.run`` re-traces its loop on every call). Chains run one after another
+  (``lax.map``) or, ``vectorized``, in lockstep (``vmap``, numpyro's
+  ``chain_method="vectorized"``). Returns () -> (constrained draws {site: (chains, warmup +
+  draws)}, leapfrog steps per iteration (chains, warmup + draws))."""
+  from numpyro.infer.util import constrain_fn
 
-  from cosmo.bayes import model_args, omegam_model
-  model = functools.partial(omegam_model, probe)
-  args = model_args(cat)
-  start = unconstrain_fn(model, args, {}, {k: jnp.asarray([v]) for k, v in init.items()})
-  kernel = NUTS(model, dense_mass=True, target_accept_prob=0.85)
-  state = kernel.init(jax.random.key(seed), warmup, start, model_args=args)
+  from cosmo.bayes import nuts_kernel
+  kernel = nuts_kernel(laplace)  # on the potential: numpyro's model initialisation is slow
+  state = kernel.init(jax.random.key(seed), warmup, laplace.mode)
   state = jax.vmap(lambda k: state._replace(rng_key=k))(jax.random.split(state.rng_key, chains))
-  constrain = kernel.postprocess_fn(args, {})  # after init: before it, the identity
 
   def chain(state):
     def step(s, _):
-      s = kernel.sample(s, args, {})
-      return s, constrain(s.z)["omega_m"][0]
-    return jax.lax.scan(step, state, None, length=warmup + draws)[1][warmup:]
+      s = kernel.sample(s, (), {})
+      return s, ({k: v[0] for k, v in constrain_fn(model, args, {}, s.z).items()}, s.num_steps)
+    return jax.lax.scan(step, state, None, length=warmup + draws)[1]
 
-  run = jax.jit(lambda s: jax.lax.map(chain, s))
+  run = jax.jit(lambda s: jax.vmap(chain)(s) if vectorized else jax.lax.map(chain, s))
   return lambda: jax.block_until_ready(run(state))
 
 
-def _nuts_vs_emcee(probe_name, cat, quick, seed=0):
-  import emcee
+def _min_ess(draws):
+  """numpyro's multi-chain ESS of each site ((chains, draws) arrays), and the minimum."""
   from numpyro.diagnostics import effective_sample_size
-  from numpyro.infer.util import initialize_model, unconstrain_fn
+  ess = {k: float(effective_sample_size(np.asarray(v))) for k, v in draws.items()}
+  return min(ess.values()), ess
+
+
+def _nuts_run(model, args, laplace, chains, warmup, draws, seed, repeats, vectorized=False):
+  start = time.perf_counter()
+  sample = _nuts_sampler(model, args, laplace, chains, warmup, draws, seed, vectorized)
+  constrained, steps = sample()
+  first_s = time.perf_counter() - start  # tracing, compilation and one run
+  timing = time_fn(sample, warmup=0, repeats=repeats)
+  ess_min, ess = _min_ess({k: np.asarray(v)[:, warmup:] for k, v in constrained.items()})
+  steps = np.asarray(steps)
+  depth = np.ceil(np.log2(steps + 1))  # a tree of depth d takes up to 2^d - 1 leapfrog steps
+  return {"chains": chains, "chain_method": "vectorized (vmap)" if vectorized
+          else "sequential (lax.map)", "warmup": warmup, "draws": draws,
+          "ess_min": ess_min, "ess": ess, "seconds": timing.median, "runs_s": timing.as_dict(),
+          "seconds_first_run_including_compile": first_s, "ess_per_s": ess_min / timing.median,
+          "leapfrog_steps_per_draw": float(steps[:, warmup:].mean()),
+          "leapfrog_steps_per_warmup_iteration": float(steps[:, :warmup].mean()),
+          "tree_depth_mean_draws": float(depth[:, warmup:].mean()),
+          "tree_depth_max_draws": int(depth[:, warmup:].max()),
+          "tree_depth_max_warmup": int(depth[:, :warmup].max()),
+          "seconds_per_leapfrog_step": timing.median / float(steps.sum()),
+          "median_omega_m": float(np.median(np.asarray(constrained["omega_m"])[:, warmup:]))}
+
+
+def _emcee_run(model, args, laplace, walkers, burn, steps, seed, repeats):
+  """emcee on numpyro's potential (same posterior, same unconstrained parameterization),
+  jitted and vmapped over walkers (``vectorize=True``; compiled before timing), walkers
+  drawn from the same Laplace approximation NUTS starts from."""
+  import emcee
+  from jax.flatten_util import ravel_pytree
+  from numpyro.infer.util import constrain_fn
+  flat_mode, unravel = ravel_pytree(laplace.mode)
+  log_prob = jax.jit(jax.vmap(lambda v: -laplace.potential_fn(unravel(v))))
+  constrain = jax.jit(jax.vmap(lambda v: {k: x[0] for k, x in
+                                          constrain_fn(model, args, {}, unravel(v)).items()}))
+  rng = np.random.default_rng(seed)
+  p0 = np.asarray(flat_mode) + rng.standard_normal((walkers, flat_mode.size)) @ np.linalg.cholesky(
+      laplace.covariance).T
+  for batch in (walkers, walkers // 2):  # the stretch move calls it on half the ensemble
+    log_prob(jnp.asarray(p0[:batch])).block_until_ready()  # compile outside the timing
+
+  def sample():
+    sampler = emcee.EnsembleSampler(walkers, flat_mode.size,
+                                    lambda v: np.asarray(log_prob(jnp.asarray(v))), vectorize=True)
+    sampler.random_state = np.random.RandomState(seed).get_state()
+    sampler.run_mcmc(p0, burn + steps)
+    return sampler
+
+  runs = []
+  for _ in range(repeats):  # time_fn's loop, keeping the (seeded, identical) last run
+    start = time.perf_counter()
+    sampler = sample()
+    runs.append(time.perf_counter() - start)
+  seconds = float(np.median(runs))
+  chain = sampler.get_chain(discard=burn)  # (steps, walkers, dim), unconstrained
+  constrained = {k: np.asarray(v).reshape(steps, walkers).T for k, v in
+                 constrain(jnp.asarray(chain.reshape(-1, flat_mode.size))).items()}
+  ess_min, ess = _min_ess(constrained)  # walkers taken as chains, as arviz does
+  tau = emcee.autocorr.integrated_time(chain, quiet=True)
+  return {"walkers": walkers, "burn_in": burn, "steps": steps, "ess_min": ess_min, "ess": ess,
+          "emcee_integrated_time_max": float(tau.max()),
+          "emcee_ess_min": float(chain.shape[0] * walkers / tau.max()),
+          "seconds": seconds, "runs_s": runs, "ess_per_s": ess_min / seconds,
+          "log_prob_calls": 2 * (burn + steps),  # the stretch move updates half the walkers
+          "acceptance": float(np.mean(sampler.acceptance_fraction)),
+          "median_omega_m": float(np.median(constrained["omega_m"]))}
+
+
+def _potential_cost(catalogues, repeats):
+  """Median seconds of the NUTS potential's value and gradient (the whole-sample model), in
+  float64 and float32 (data and parameters cast), and of the distances alone."""
+  from jax.flatten_util import ravel_pytree
+  from numpyro.infer.util import potential_energy
 
   from cosmo.bayes import model_args, omegam_model
   from cosmo.catalogues import Catalogue
+  from cosmo.distances import comoving_distance, interpolation_plan
   from cosmo.likelihoods import get_probe
+  costs = {}
+  for name, cat in catalogues.items():
+    model = functools.partial(omegam_model, get_probe(name))
+    for dtype in (np.float64, np.float32):
+      args = model_args(Catalogue(*(np.asarray(a, dtype) for a in cat)))
+      point = {k: jnp.full((1,), 0.1, dtype) for k in ("omega_m",) + get_probe(name).nuisance_names}
+      flat, unravel = ravel_pytree(point)
+      value_and_grad = jax.jit(jax.value_and_grad(
+          lambda x: potential_energy(model, args, {}, unravel(x))))
+      costs[f"{name}_value_and_grad_{np.dtype(dtype).name}_s"] = time_fn(
+          value_and_grad, flat, repeats=repeats).median
+    z = jnp.asarray(cat.z)
+    plan = interpolation_plan(z)
+    distance_grad = jax.jit(jax.value_and_grad(lambda om: comoving_distance(z, om, plan).sum()))
+    costs[f"{name}_distances_value_and_grad_s"] = time_fn(distance_grad, 0.3,
+                                                          repeats=repeats).median
+  return costs
+
+
+def _nuts_vs_emcee(probe_name, cat, *, warmup, draws, emcee_steps, walker_counts, repeats,
+                   with_vectorized, seed=0):
+  """ESS per second of NUTS and emcee on one posterior, measured the same way for both:
+  numpyro's effective_sample_size of every site's constrained draws (NUTS chains, emcee
+  walkers as chains), the minimum over sites; time = warm-up / burn-in + sampling after
+  compilation (median of repeated runs), with the same warm-up fraction for both."""
+  from numpyro.infer.util import unconstrain_fn
+
+  from cosmo.bayes import laplace_approximation, model_args, omegam_model
+  from cosmo.catalogues import Catalogue
   from cosmo.distances import log10_luminosity_distance_cm
+  from cosmo.likelihoods import get_probe
   from cosmo.profile import minimize_nuisance
 
   probe = get_probe(probe_name)
@@ -119,60 +220,38 @@ def _nuts_vs_emcee(probe_name, cat, quick, seed=0):
   start_nu = minimize_nuisance(probe, jcat, jnp.ones_like(jcat.z),
                                log10_luminosity_distance_cm(jcat.z, 0.5)).x
   init = {"omega_m": 0.5, **dict(zip(probe.nuisance_names, np.asarray(start_nu).tolist()))}
-  chains, warmup, draws = (4, 300, 500) if quick else (4, 500, 1500)
-
-  start = time.perf_counter()
-  sample = _warm_nuts(probe, cat, init, chains, warmup, draws, seed)
-  omega = np.asarray(sample())  # (chains, draws)
-  total_s = time.perf_counter() - start  # initialisation and the first call compile
-  ess = float(effective_sample_size(omega))
-  timing = time_fn(sample, repeats=3)
-  nuts = {"chains": chains, "chain_method": "sequential (lax.map)", "warmup": warmup,
-          "draws": draws, "ess_omega_m": ess, "seconds_excluding_compile": timing.median,
-          "seconds_including_compile": total_s, "warm_runs_s": timing.as_dict(),
-          "ess_per_s": ess / timing.median, "ess_per_s_including_compile": ess / total_s,
-          "median_omega_m": float(np.median(omega))}
-
   model = functools.partial(omegam_model, probe)
   args = model_args(cat)
-  info = initialize_model(jax.random.key(seed), model, model_args=args)
-  names = list(info.param_info.z)
-  log_prob = jax.jit(jax.vmap(lambda v: -info.potential_fn(dict(zip(names, v[:, None])))))
-  center = unconstrain_fn(model, args, {}, {k: jnp.asarray([v]) for k, v in init.items()})
-  walkers = 32
-  rng = np.random.default_rng(seed)
-  p0 = np.array([np.asarray(center[k])[0] for k in names]) + 1e-3 * rng.standard_normal(
-      (walkers, len(names)))
-  log_prob(jnp.asarray(p0)).block_until_ready()  # compile outside the timing
-  steps = 2000 if quick else 6000
-  sampler = emcee.EnsembleSampler(walkers, len(names), lambda v: np.asarray(log_prob(jnp.asarray(v))),
-                                  vectorize=True)
   start = time.perf_counter()
-  sampler.run_mcmc(p0, steps)
-  emcee_s = time.perf_counter() - start
-  chain = sampler.get_chain(discard=steps // 3)  # (steps, walkers, dim), unconstrained
-  omega_unc = chain[:, :, names.index("omega_m")]
-  tau = float(emcee.autocorr.integrated_time(omega_unc, quiet=True)[0])
-  emcee_ess = omega_unc.size / tau
-  emcee_rate = emcee_ess / emcee_s
-  return {
-      "posterior": f"{probe_name}, n={cat.z.size}",
-      "nuts": nuts,
-      "emcee": {"walkers": walkers, "steps": steps, "tau_omega_m": tau, "ess_omega_m": emcee_ess,
-                "seconds": emcee_s, "ess_per_s": emcee_rate,
-                "median_omega_m": float(np.median(jax.nn.sigmoid(omega_unc) * 2.0))},
-      "ess_per_s_ratio_nuts_over_emcee": nuts["ess_per_s"] / emcee_rate,
-      "ess_per_s_ratio_including_nuts_compile": nuts["ess_per_s_including_compile"] / emcee_rate,
-  }
+  laplace = laplace_approximation(
+      model, args, unconstrain_fn(model, args, {}, {k: jnp.asarray([v]) for k, v in init.items()}))
+  laplace_s = time.perf_counter() - start
+  chains = 4
+  nuts = _nuts_run(model, args, laplace, chains, warmup, draws, seed, repeats)
+  burn = round(emcee_steps * warmup / draws)  # the same warm-up fraction as NUTS
+  runs = [_emcee_run(model, args, laplace, w, burn, emcee_steps, seed, repeats)
+          for w in walker_counts]
+  best = max(runs, key=lambda r: r["ess_per_s"])
+  result = {
+      "posterior": f"{probe_name}, n={cat.z.size}: Omega_m ~ U(0, 2), cosmo.bayes.PRIORS",
+      "sites": list(laplace.sites),
+      "laplace_seconds": laplace_s,
+      "nuts": nuts, "emcee": best, "emcee_all_walker_counts": runs,
+      "ess_per_s_ratio_nuts_over_emcee": nuts["ess_per_s"] / best["ess_per_s"]}
+  if with_vectorized:  # numpyro's chain_method="vectorized" on one CPU, for the record
+    result["nuts_vectorized_chains"] = _nuts_run(model, args, laplace, chains, warmup, draws,
+                                                 seed, 1, vectorized=True)
+  return result
 
 
-def _tensions(probe_name, cat, quick, out_dir, key):
+def _tensions(probe_name, cat, data_desc, quick, out_dir, key):
   """Full-sample figures (first row of the z_min sweep, so one compiled profile serves both)
   for Omega_m <= 2 and <= 10 (the same grid size: the grid is an argument, not a constant)."""
   from cosmo import analysis, binning, plots
   from cosmo.likelihoods import get_probe
   probe = get_probe(probe_name)
-  figures = {}
+  from cosmo.cli_omegam import describe_catalogue
+  figures = {"catalogue": describe_catalogue(data_desc)}
   sweep = binning.redshift_cuts(cat.z, SWEEPS[probe_name])  # SWEEPS start at z_min = 0
   for high in (2.0, 10.0):
     config = analysis.OmegaMConfig(omega_max=high, grid_points=200 if quick or high == 2.0 else 400,
@@ -244,12 +323,25 @@ def _run(quick: bool, out_dir: Path) -> Report:
   timings.update(profile_timings)
   timings["profile_speed_section_s"] = time.perf_counter() - start
   start = time.perf_counter()
-  metrics["nuts_vs_emcee"] = _nuts_vs_emcee("grb", catalogues["grb"], quick)
+  metrics["potential_cost"] = _potential_cost(catalogues, 20 if quick else 100)
+  if quick:
+    metrics["nuts_vs_emcee"] = _nuts_vs_emcee(
+        "grb", catalogues["grb"], warmup=150, draws=600, emcee_steps=2000, walker_counts=(32,),
+        repeats=1, with_vectorized=False)
+  else:
+    metrics["nuts_vs_emcee"] = _nuts_vs_emcee(
+        "grb", catalogues["grb"], warmup=250, draws=1000, emcee_steps=4000,
+        walker_counts=(16, 32, 64), repeats=3, with_vectorized=True)
+    # the quasars: 8x the objects, Omega_m piled against the prior edge (longer NUTS trees)
+    metrics["nuts_vs_emcee_qso"] = _nuts_vs_emcee(
+        "qso", catalogues["qso"], warmup=250, draws=1000, emcee_steps=4000, walker_counts=(32,),
+        repeats=1, with_vectorized=False)
   timings["nuts_vs_emcee_section_s"] = time.perf_counter() - start
   key = jax.random.key(0)
   for probe_name, cat in catalogues.items():
     start = time.perf_counter()
-    metrics[f"tension_{probe_name}"] = _tensions(probe_name, cat, quick, out_dir, key)
+    metrics[f"tension_{probe_name}"] = _tensions(probe_name, cat, data[probe_name], quick,
+                                                 out_dir, key)
     timings[f"tension_{probe_name}_section_s"] = time.perf_counter() - start
   try:
     metrics["desi_bao"], data["desi_bao"] = _desi_bao()
@@ -261,12 +353,16 @@ def _run(quick: bool, out_dir: Path) -> Report:
                   metrics=metrics, timings=timings)
   report.notes += [
       "Timings on a shared 2-core CPU machine; ratios are measured side by side in one process.",
-      "GRB: Konus-Wind (316 bursts with E_p), not the paper's A118/A220 (not available here).",
+      "GRB: Konus-Wind (316 bursts with E_p), not the paper's A118 (absent from the shared "
+      "data, see its grb/README.md): the GRB figure is not comparable with the paper's 3.9 sigma.",
       "DESI DR2 BAO: the covariance in the shared data was re-derived from the paper's values "
       "(not the official file); the fit is compared with the published Omega_m and h r_d.",
-      "NUTS ESS/s excluding compilation: median of 3 warm runs of one compiled warm-up + "
-      "sampling loop; including it: the first run with numpyro's initialisation. emcee gets "
-      "the same log density, jitted and vmapped over walkers (compiled before timing).",
+      "NUTS vs emcee: the same numpyro potential (unconstrained parameterization, float64), "
+      "both started from its Laplace approximation (NUTS: chains at the mode, initial inverse "
+      "mass matrix = inverse Hessian, then dense adaptation; emcee: walkers drawn from it); "
+      "ESS = numpyro's effective_sample_size of the constrained draws (emcee walkers as "
+      "chains), minimum over sites; time = warm-up/burn-in + sampling after compilation "
+      "(median of repeated runs), with the same warm-up fraction for both.",
   ]
   return report
 

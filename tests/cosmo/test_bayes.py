@@ -70,3 +70,31 @@ def test_nuts_marginal_equals_profile_distribution_when_nuisance_is_linear():
   np.testing.assert_allclose([post["omega_m_quantiles"]["0.16"], post["omega_m_quantiles"]["0.84"]],
                              dist["interval_68"], atol=0.025)
   assert abs(post["omega_m_quantiles"]["0.5"] - 0.315) < 0.15  # and near the mock's truth
+
+
+def test_laplace_approximation_is_exact_for_a_linear_gaussian_model():
+  """theta ~ N(0, 10^2 I), y ~ N(A theta, 0.5^2): the posterior is Gaussian with covariance
+  (A^T A / 0.25 + I / 100)^-1 and mean cov A^T y / 0.25 (closed form); the Laplace
+  approximation must return exactly those (mode by BFGS, Hessian by differences)."""
+  import numpyro
+  import numpyro.distributions as dist
+  from cosmo.bayes import laplace_approximation, nuts_kernel
+
+  rng = np.random.default_rng(1)
+  design = rng.normal(size=(30, 2)) + np.array([1.0, 0.0])  # correlated columns
+  y = design @ np.array([0.7, -1.2]) + 0.5 * rng.normal(size=30)
+
+  def model(design, y):
+    theta = numpyro.sample("theta", dist.Normal(0.0, 10.0).expand([2]).to_event(1))
+    numpyro.sample("y", dist.Normal(design @ theta, 0.5).to_event(1), obs=y)
+
+  args = (jnp.asarray(design), jnp.asarray(y))
+  laplace = laplace_approximation(model, args, {"theta": jnp.zeros(2)})
+  covariance = np.linalg.inv(design.T @ design / 0.25 + np.eye(2) / 100.0)
+  np.testing.assert_allclose(laplace.mode["theta"], covariance @ design.T @ y / 0.25, rtol=1e-6)
+  np.testing.assert_allclose(laplace.covariance, covariance, rtol=1e-5)
+  assert laplace.sites == ("theta",)
+  kernel = nuts_kernel(laplace)  # on the potential; adaptation starts from the covariance
+  state = kernel.init(jax.random.key(0), 10, laplace.mode)
+  np.testing.assert_allclose(state.adapt_state.inverse_mass_matrix[("theta",)], covariance,
+                             rtol=1e-5)

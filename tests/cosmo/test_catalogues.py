@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from cosmo.binning import equal_count_bins, parse_bins, redshift_cuts
-from cosmo.catalogues import load_catalogue
+from cosmo.catalogues import DEFAULT_FILES, catalogue_note, load_catalogue
 
 LUSSO_HEADER = "Name z logFUV e_logFUV logFX e_logFX Group"
 LUSSO_ROW = "q{} {} -27.0 0.01 -31.3 0.03 5"
@@ -83,3 +83,12 @@ def test_binning():
   assert parse_bins("equal:4") == 4
   with pytest.raises(ValueError, match="equal:N"):
     parse_bins("quantile:4")
+
+
+def test_catalogue_note_says_which_sample_and_whether_it_is_the_papers(cosmo_data, tmp_path):
+  """Reports carry the sample: the GRB default is Konus-Wind, not the paper's A118."""
+  grb = catalogue_note(cosmo_data.parent / DEFAULT_FILES["grb"])
+  assert grb.startswith("Konus-Wind") and "NOT arXiv 2405.19953's A118" in grb
+  assert catalogue_note(cosmo_data.parent / DEFAULT_FILES["qso"]).startswith("Lusso et al. 2020")
+  with pytest.raises(ValueError, match="line 1: unrecognised catalogue header"):
+    catalogue_note(_write(tmp_path, ["a b c", "1 2 3"]))

@@ -41,3 +41,34 @@ def test_omegam_rejects_bad_input(tmp_path, capsys):
   assert cli.main(["cosmo", "omegam", "--data", "qso", "--bins", "equal"]) == 2
   assert cli.main(["cosmo", "omegam", "--omega-range", "0.5,2"]) == 2
   assert "must start at" in capsys.readouterr().err
+
+
+def test_omegam_bao_reproduces_desi_dr2(cosmo_data, tmp_path):
+  """--data bao: the full DESI DR2 set gives the published BAO-only fit (arXiv 2503.14738,
+  Omega_m = 0.2975 +- 0.0086); a z cut keeps only the measurements above it."""
+  from cosmo.bao import DESI_DR2_OMEGA_M
+  report = tmp_path / "bao.json"
+  assert cli.main(["--quiet", "cosmo", "omegam", "--data", "bao", "--zmin", "0,0.6",
+                   "--json", str(report), "--out", str(tmp_path / "out")]) == 0
+  result = json.loads(report.read_text())
+  assert result["data"].endswith("dr2_data.csv")
+  full, high = result["metrics"]["subsamples"]
+  omega, sigma = DESI_DR2_OMEGA_M
+  assert full["n"] == 13 and full["best_omega_m"] == pytest.approx(omega, abs=0.1 * sigma)
+  low, up = full["interval_delta_chi2_1"]
+  assert 0.5 * (up - low) == pytest.approx(sigma, rel=0.05)
+  assert high["n"] == 10 and high["z_eff_mean"] > full["z_eff_mean"]
+  assert (tmp_path / "out" / "omegam_bao_vs_zeff.png").stat().st_size > 0
+
+
+def test_omegam_bao_embedded_mock_and_bad_method(no_shared_data, tmp_path, capsys):
+  report = tmp_path / "bao.json"
+  assert cli.main(["--quiet", "cosmo", "omegam", "--data", "bao", "--quick",
+                   "--json", str(report)]) == 0
+  result = json.loads(report.read_text())
+  assert result["data"].startswith("embedded:mock-bao(n=13, seed=0, Omega_m=0.315")
+  (row,) = result["metrics"]["subsamples"]
+  assert row["sigma_at_planck"] < 3.5  # drawn at Planck's Omega_m
+  assert row["h_rd_mpc_at_best_grid_point"] == pytest.approx(101.54, rel=0.05)
+  assert cli.main(["cosmo", "omegam", "--data", "bao", "--method", "bayes"]) == 2
+  assert "--data bao takes --method profile" in capsys.readouterr().err

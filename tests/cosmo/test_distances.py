@@ -13,25 +13,25 @@ distance_modulus = jax.jit(distances.distance_modulus)
 
 pytestmark = pytest.mark.usefixtures("x64")
 
-Z = np.array([2.5, 0.009, 7.54, 0.3, 1.0, 4.2, 0.0, 9.3])
+Z = np.array([2.5, 0.009, 7.54, 0.3, 1.0, 4.2, 0.0, 9.3, 1e-4, 19.9])
 
 
-@pytest.mark.parametrize("omega_m", [0.0, 0.05, 0.315, 0.9, 1.5, 3.0])
+@pytest.mark.parametrize("omega_m", [0.0, 0.05, 0.315, 0.9, 1.5, 3.0, 10.0])
 def test_comoving_distance_matches_quad(omega_m):
   def integrand(z):
     return 1.0 / np.sqrt(omega_m * (1 + z) ** 3 + 1 - omega_m)
   reference = np.array([quad(integrand, 0, z, epsabs=0, epsrel=1e-12)[0] for z in Z])
   got = np.asarray(comoving_distance(Z, omega_m))
-  np.testing.assert_allclose(got, reference, rtol=1e-6, atol=1e-15)
+  np.testing.assert_allclose(got, reference, rtol=1e-8, atol=1e-15)  # the issue asks 1e-6
 
 
 def test_closed_forms_einstein_de_sitter_and_empty():
   z = np.linspace(0.0, 8.0, 17).reshape(1, 17)  # any shape
-  np.testing.assert_allclose(comoving_distance(z, 1.0), 2 * (1 - 1 / np.sqrt(1 + z)), rtol=1e-10)
+  np.testing.assert_allclose(comoving_distance(z, 1.0), 2 * (1 - 1 / np.sqrt(1 + z)), rtol=1e-8)
   np.testing.assert_allclose(comoving_distance(z, 0.0), z, rtol=1e-12)
   dl = luminosity_distance_mpc(z, 1.0, h0=70.0)
   np.testing.assert_allclose(dl, (1 + z) * 2 * (1 - 1 / np.sqrt(1 + z)) * SPEED_OF_LIGHT_KM_S / 70,
-                             rtol=1e-10)
+                             rtol=1e-8)
   mu = distance_modulus(np.array([1.0]), 1.0)
   np.testing.assert_allclose(mu, 5 * np.log10(np.asarray(dl)[0, 2] * 1e6 / 10), rtol=1e-12)
 
