@@ -221,3 +221,17 @@ def test_compiled_decode_reads_mlp_weights_only_inside_conditionals(model):
   assert CONFIG.intermediate_size not in (CONFIG.hidden_size, CONFIG.vocab_size, cache.max_len)
   assert placement(ffnskip.adaptive_rule(6, 1, 5, threshold=0.9)) == (2 * 2, 2 * 4)
   assert placement(None) == (2 * 6, 0)
+
+
+def test_layer_drop_cost_equals_zeroing_that_ffn(model, tokens):
+  """Skipping only layer l's FFN = the plain model with that FFN's output projection zeroed."""
+  from llm.skip_eval import layer_drop_cost
+  split = nnx.split(model)
+  costs = layer_drop_cost(split, tokens, warmup=0)
+  full = np.exp(np.mean(teacher_forced(model, tokens)[0]))
+  for layer in (0, 3):
+    zeroed = nnx.merge(*nnx.split(model))  # a new module; ``model`` keeps its weights
+    zeroed.layers[layer].mlp.down_proj.kernel[...] = 0.0
+    ppl = np.exp(np.mean(teacher_forced(zeroed, tokens)[0]))
+    np.testing.assert_allclose(costs[layer], ppl / full - 1.0, rtol=1e-4, atol=1e-6)
+  assert costs.shape == (CONFIG.num_layers,) and np.all(costs != 0)
