@@ -318,7 +318,6 @@ class Llama(nnx.Module):
     return ForwardOutput(logits.astype(jnp.float32), new_cache, jnp.stack(ran, -1),
                          jnp.stack(cosines, -1))
 
-
   def _tied_logits(self, x: jax.Array) -> jax.Array:
     # Contracts against the (vocab, hidden) table as stored: nnx.Embed.attend's ``x @ E.T``
     # compiles on CPU to a loop fusion that transposes the table on the fly, ~12% slower than
