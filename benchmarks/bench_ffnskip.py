@@ -15,8 +15,9 @@ import numpy as np
 
 from jaxrepro.bench import Report, benchmark, benchmark_main
 
-FULL = dict(ratios=(0.0, 0.1, 0.2, 0.3), num_prompts=20, new_tokens=64, speed_tokens=128,
-            heldout_seqs=4, calib_seqs=2, seq_len=128, warmup_tokens=16, rounds=3, calib_iters=10)
+FULL = dict(ratios=(0.0, 0.1, 0.2, 0.25, 0.3), num_prompts=20, new_tokens=64, speed_tokens=128,
+            heldout_seqs=4, calib_seqs=2, seq_len=128, warmup_tokens=16, rounds=2, calib_iters=10,
+            layer_drop=True)
 PEER_TOKENS = 16  # transformers decodes slowly on this CPU: its rate is measured on 16 tokens
 QUICK = dict(ratios=(0.0, 0.25), num_prompts=2, new_tokens=16, speed_tokens=32, heldout_seqs=1,
              calib_seqs=1, seq_len=64, warmup_tokens=4, rounds=2, calib_iters=6)
@@ -74,8 +75,11 @@ def run(quick: bool, out_dir: Path) -> Report:
   full = results["full"]
   metrics = {"full_tokens_per_s": full["tokens_per_s"], "full_perplexity": full["perplexity"],
              "ffn_weight_share": ffn_weight_share(model.config),
+             "ffn_time_share": full["ffn_time_share"],
              "transformers": peer, "cold_start": cal.cold_start, "cold_end": cal.cold_end,
              "layer_cosine": cal.layer_cosine.tolist(), "rules": results}
+  if cal.layer_drop_cost is not None:
+    metrics["layer_drop_cost"] = cal.layer_drop_cost.tolist()
   if peer:
     metrics["ours_vs_transformers_decode"] = full["tokens_per_s"] / peer["tokens_per_s"]
   for name, r in results.items():
@@ -86,6 +90,12 @@ def run(quick: bool, out_dir: Path) -> Report:
                                       cal.layer_cosine.tolist())},
               out_dir / "ffnskip_layer_cosine.png", xlabel="layer", ylabel="mean cosine",
               title=f"SmolLM2-135M: middle region [{cal.cold_start}, {cal.cold_end})")
+  if cal.layer_drop_cost is not None:
+    plot_curves({"perplexity increase": (list(range(len(cal.layer_drop_cost))),
+                                         np.maximum(cal.layer_drop_cost, 1e-4).tolist())},
+                out_dir / "ffnskip_layer_drop.png", xlabel="layer (its FFN alone skipped)",
+                ylabel="relative perplexity increase (calibration text)", logy=True,
+                title="SmolLM2-135M: cost of skipping one FFN")
   curves = {}
   for method in config.methods:
     pts = sorted((r["decode_skip_ratio"], r["perplexity"]) for r in results.values()
@@ -104,7 +114,11 @@ def run(quick: bool, out_dir: Path) -> Report:
              "speedup / cpu_speedup: median over rounds of full time / rule time, wall clock / "
              "process CPU time (less sensitive to other jobs on the cores); "
              "weight_read_bound_speedup: 1 / (1 - skip_ratio * ffn_weight_share), the most "
-             "skipping can give when decoding is bound by reading weights",
+             "skipping can give when decoding is bound by reading weights; "
+             "time_share_bound_speedup: 1 / (1 - skip_ratio * ffn_time_share), ffn_time_share "
+             "being 1 - CPU time with every FFN skipped / full CPU time, measured alongside",
+             "layer_drop_cost (full run): relative perplexity increase on the calibration text "
+             "when one layer's FFN alone is skipped",
              "decode_skip_ratio: skipped FFN fraction over post-warm-up tokens of the agreement "
              "run; skip_ratio: over all tokens of the timed run (warm-up included)"])
 

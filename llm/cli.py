@@ -170,23 +170,27 @@ def _cmd_eval_skip(args) -> int:
                                                                     bar.set_postfix_str(name)))
   bar.close()
   print(f"{'rule':>14} {'skip(decode)':>12} {'ppl':>9} {'agree':>6} {'tok/s':>7} "
-        f"{'speedup':>7} {'cpu':>6} {'bound':>6}")
+        f"{'speedup':>7} {'cpu':>6} {'bound':>6} {'tbound':>6}")
   for name, r in results.items():
     print(f"{name:>14} {r['decode_skip_ratio']:12.3f} {r['perplexity']:9.3f} "
           f"{r['agreement']:6.3f} {r['tokens_per_s']:7.2f} {r['speedup']:7.3f} "
-          f"{r['cpu_speedup']:6.3f} {r.get('weight_read_bound_speedup', 1.0):6.3f}")
+          f"{r['cpu_speedup']:6.3f} {r.get('weight_read_bound_speedup', 1.0):6.3f} "
+          f"{r.get('time_share_bound_speedup', 1.0):6.3f}")
   report = Report(
       name="llm_eval_skip", command="jaxrepro llm eval-skip",
       config={**vars(config), "model": source},
       data={"model": source, "text": corpus.source.describe()},
       metrics={"results": results, "layer_cosine": cal.layer_cosine.tolist(),
                "cold_start": cal.cold_start, "cold_end": cal.cold_end,
+               "ffn_time_share": results["full"]["ffn_time_share"],
                "thresholds": {f"{r:g}": t for r, t in cal.thresholds.items()}},
       notes=["decode_skip_ratio: FFN blocks skipped over post-warm-up tokens of the agreement "
              "run; skip_ratio: over all tokens of the tokens/s run; machine may be shared",
              "speedup / cpu_speedup: median over interleaved rounds of full-model time / rule "
-             "time (wall clock / process CPU time); weight_read_bound_speedup: 1 / (1 - "
-             "skip_ratio * FFN share of the weights read per token)"])
+             "time (wall clock / process CPU time); weight_read_bound_speedup (bound): 1 / (1 - "
+             "skip_ratio * FFN share of the weights read per token); time_share_bound_speedup "
+             "(tbound): 1 / (1 - skip_ratio * ffn_time_share), the measured FFN share of decode "
+             "CPU time (every FFN skipped vs none)"])
   if args.out:
     plot_curves({"mean cos(h, h+FFN)": (list(range(len(cal.layer_cosine))),
                                         cal.layer_cosine.tolist())},

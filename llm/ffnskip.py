@@ -18,10 +18,11 @@ A :class:`SkipRule` implements ``llm.model.FFNGate``; it is a pytree whose numbe
 included) are arrays, so calibrating it, switching method or warm-up does not recompile. The
 model skips a layer's MLP with ``lax.cond`` when no token of the batch needs it: with batch 1
 every skip saves the MLP's weight reads and FLOPs (its matmuls exist only inside the cond's
-"run" branch; ``tests/llm/test_ffnskip.py`` checks the jaxpr). Batch-1 decoding is bound by
-reading weights, so a fraction ``s`` of FFN blocks skipped speeds it up by at most
-``1 / (1 - s * share)``, ``share`` being the FFN part of the weights read per token
-(``llm.skip_eval.ffn_weight_share``: 0.59 for SmolLM2-135M, so <= 1.17x at s = 0.25).
+"run" branch; ``tests/llm/test_ffnskip.py`` checks the jaxpr and the compiled HLO). Batch-1
+decoding is bound by reading weights, so a fraction ``s`` of FFN blocks skipped speeds it up by
+at most ``1 / (1 - s * share)``, ``share`` being the FFN part of the weights read per token
+(``llm.skip_eval.ffn_weight_share``: 0.59 for SmolLM2-135M, so <= 1.17x at s = 0.25) or, as
+measured, of the decode time (``llm.skip_eval.ffn_time_share``: ~0.57 on a 2-core CPU).
 """
 
 from __future__ import annotations
@@ -77,26 +78,32 @@ class SkipRule:
 
   # ---- llm.model.FFNGate -----------------------------------------------------------------
 
-  def init(self, batch_shape: tuple[int, ...]) -> jax.Array:
-    return jnp.zeros(batch_shape, jnp.int32)  # adaptive: FFNs still to skip
+  def init(self, batch_shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    """``(FFNs still to skip (adaptive), uniform draws (num_layers, *batch_shape) (random))``.
 
-  def decide(self, layer: int, remaining: jax.Array) -> jax.Array:
+    The random baseline's draws for all layers come from one call here rather than one per
+    layer, which would add a threefry loop per layer to every decode step of every method."""
+    draws = jax.random.uniform(self.key, (self.num_layers, *batch_shape))
+    return jnp.zeros(batch_shape, jnp.int32), draws
+
+  def decide(self, layer: int, state: tuple[jax.Array, jax.Array]) -> jax.Array:
+    remaining, draws = state
     run_all = jnp.ones(remaining.shape, bool)
     if not self.cold_start <= layer < self.cold_end:
       return run_all
     adaptive = remaining == 0
-    random = jax.random.uniform(jax.random.fold_in(self.key, layer), remaining.shape) >= \
-        self.skip_prob
+    random = draws[layer] >= self.skip_prob
     static = jnp.broadcast_to(~self.static_layers[layer], remaining.shape)
     run = jnp.select([self.method_id == 0, self.method_id == 1], [adaptive, random], static)
     return jnp.where(self.active, run, run_all)
 
-  def update(self, layer: int, remaining: jax.Array, ran: jax.Array, cosine: jax.Array
-             ) -> jax.Array:
+  def update(self, layer: int, state: tuple[jax.Array, jax.Array], ran: jax.Array,
+             cosine: jax.Array) -> tuple[jax.Array, jax.Array]:
+    remaining, draws = state
     if not self.cold_start <= layer < self.cold_end:
-      return remaining
+      return state
     adaptive = jnp.where(ran, jnp.where(cosine >= self.threshold, self.k, 0), remaining - 1)
-    return jnp.where(self.method_id == 0, adaptive, remaining)
+    return jnp.where(self.method_id == 0, adaptive, remaining), draws
 
 
 def full_rule(num_layers: int) -> SkipRule:

@@ -102,8 +102,8 @@ class Generator:
 
   def _prefill_impl(self, state, tokens, start, cache_len: int):
     cache = KVCache.init(self.config, tokens.shape[0], cache_len, start=start)
-    logits, cache = self._model(state)(tokens, cache=cache)
-    return logits[:, -1], cache
+    out = self._model(state).forward(tokens, cache=cache, last_logits_only=True)
+    return out.logits[:, -1], out.cache
 
   def _step_impl(self, state, cache, token, key, step, rule, warmup, temperature, top_p):
     """One decode step: feed ``token`` (batch,), return the next ids and the cache."""

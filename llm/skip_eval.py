@@ -57,6 +57,21 @@ def layer_cosine(split, tokens: np.ndarray) -> np.ndarray:
   return np.asarray(cosine).reshape(-1, config.num_layers).mean(0)
 
 
+def layer_drop_cost(split, tokens: np.ndarray, warmup: int) -> np.ndarray:
+  """Relative perplexity increase of ``tokens`` when only layer ``l``'s FFN is skipped (after
+  ``warmup`` positions), per layer: which FFNs are actually near-identity for the model's
+  predictions, as opposed to by the cosine of the hidden state."""
+  config = nnx.merge(*split).config
+  full, _ = teacher_forced_eval(split, tokens, None, warmup)
+  costs = []
+  for layer in range(config.num_layers):
+    only = np.arange(config.num_layers) == layer
+    rule = ffnskip.SkipRule.create("static", config.num_layers, 0, config.num_layers,
+                                   static_layers=only)
+    costs.append(teacher_forced_eval(split, tokens, rule, warmup)[0] / full - 1.0)
+  return np.asarray(costs)
+
+
 def teacher_forced_eval(split, tokens: np.ndarray, rule: ffnskip.SkipRule | None,
                         warmup: int) -> tuple[float, float]:
   """(perplexity, skip ratio over active positions) of ``tokens`` under ``rule``."""
@@ -75,10 +90,12 @@ class Calibration:
   cold_end: int
   rules: dict[str, dict[float, ffnskip.SkipRule]]  # method -> ratio -> rule
   thresholds: dict[float, float]
+  layer_drop_cost: np.ndarray | None = None  # see layer_drop_cost (SkipEvalConfig.layer_drop)
 
 
 def calibrate(split, tokens: np.ndarray, ratios: Sequence[float], *, k: int = 1,
-              warmup: int = 0, seed: int = 0, iters: int = 12) -> Calibration:
+              warmup: int = 0, seed: int = 0, iters: int = 12, layer_drop: bool = False
+              ) -> Calibration:
   """Cold regions from layer statistics, then adaptive/random/static rules per target ratio."""
   config = nnx.merge(*split).config
   cosine = layer_cosine(split, tokens)
@@ -95,11 +112,13 @@ def calibrate(split, tokens: np.ndarray, ratios: Sequence[float], *, k: int = 1,
     rules["random"][ratio] = ffnskip.random_rule(config.num_layers, start, end, ratio,
                                                  jax.random.key(seed + i), k)
     rules["static"][ratio] = ffnskip.static_rule(config.num_layers, start, end, ratio, cosine, k)
-  return Calibration(cosine, start, end, rules, thresholds)
+  drop = layer_drop_cost(split, tokens, warmup) if layer_drop else None
+  return Calibration(cosine, start, end, rules, thresholds, drop)
 
 
 def decode_throughput(generator: Generator, prompt: Sequence[int], new_tokens: int,
-                      rules: dict[str, ffnskip.SkipRule | None], warmup: int, rounds: int = 3
+                      rules: dict[str, ffnskip.SkipRule | None], warmup: int, rounds: int = 3,
+                      warmup_overrides: dict[str, int] | None = None
                       ) -> dict[str, dict[str, float]]:
   """Batch-1 decode speed of each rule (the jitted while-loop only; prefill excluded; no stop
   ids, so exactly ``new_tokens`` tokens) and the fraction of FFN blocks skipped over all decoded
@@ -109,15 +128,17 @@ def decode_throughput(generator: Generator, prompt: Sequence[int], new_tokens: i
   ``tokens_per_s`` is wall clock (median over rounds); ``cpu_tokens_per_s`` uses the process's
   CPU time, which other processes competing for the cores inflate far less; ``speedup`` and
   ``cpu_speedup`` are medians over rounds of the round's ratio to the first rule's time (the
-  baseline, listed first).
+  baseline, listed first). ``warmup_overrides``: other warm-up lengths for some rules.
   """
   no_stop = generator.with_stop_ids(())
   params = SamplingParams(max_new_tokens=new_tokens, warmup_tokens=warmup)
   key, warmup_arr, temperature, top_p = no_stop._common(params)
   logits, cache = no_stop.prefill([prompt], new_tokens)
   first = jnp.argmax(logits, -1).astype(jnp.int32)
+  warmups = {name: warmup_arr for name in rules}
+  warmups.update({name: jnp.int32(w) for name, w in (warmup_overrides or {}).items()})
   run = {name: functools.partial(no_stop._decode, no_stop.state, cache, first, key, rule,
-                                 warmup_arr, temperature, top_p, steps=new_tokens)
+                                 warmups[name], temperature, top_p, steps=new_tokens)
          for name, rule in rules.items()}
   skipped = {}
   for name, fn in run.items():  # compile, and record the decisions
@@ -137,6 +158,16 @@ def decode_throughput(generator: Generator, prompt: Sequence[int], new_tokens: i
                  "cpu_tokens_per_s": (new_tokens - 1) / float(np.median(cpu[name])),
                  "speedup": paired(wall, name), "cpu_speedup": paired(cpu, name),
                  "skip_ratio": skipped[name]} for name in run}
+
+
+NO_FFN = "no_ffn"  # timing-only rule: every FFN skipped on every token
+
+
+def ffn_time_share(no_ffn: dict[str, float]) -> float:
+  """Measured share of batch-1 decode CPU time spent in FFN blocks, from the timing row of the
+  rule that skips them all: ``1 - t(no FFN) / t(full)``. Skipping a fraction ``s`` of the FFN
+  blocks then speeds decoding up by at most ``1 / (1 - s * share)``."""
+  return 1.0 - 1.0 / no_ffn["cpu_speedup"]
 
 
 def ffn_weight_share(config: LlamaConfig) -> float:
@@ -181,6 +212,7 @@ class SkipEvalConfig:
   rounds: int = 3
   calib_iters: int = 12
   seed: int = 0
+  layer_drop: bool = False  # also measure each FFN's single-skip perplexity cost (L evals)
 
   def __post_init__(self):
     for name in ("num_prompts", "prompt_tokens", "new_tokens", "heldout_seqs", "calib_seqs",
@@ -210,7 +242,7 @@ def evaluate_skipping(model: Llama, tokenizer: Tokenizer, corpus, config: SkipEv
   heldout = token_chunks(tokenizer, corpus.heldout, config.seq_len, config.heldout_seqs)
   prompts = prompt_ids(tokenizer, corpus.prompts, config.prompt_tokens, config.num_prompts)
   cal = calibrate(split, calib, config.ratios, k=config.k, warmup=config.warmup_tokens,
-                  seed=config.seed, iters=config.calib_iters)
+                  seed=config.seed, iters=config.calib_iters, layer_drop=config.layer_drop)
   tick("calibrated")
   full_ppl, _ = teacher_forced_eval(split, heldout, None, config.warmup_tokens)
   params = SamplingParams(max_new_tokens=config.new_tokens)
@@ -221,13 +253,18 @@ def evaluate_skipping(model: Llama, tokenizer: Tokenizer, corpus, config: SkipEv
     if ratio > 0:
       for method in config.methods:
         rules[f"{method}@{ratio:g}"] = cal.rules[method][ratio]
-  speed = decode_throughput(generator, prompts[0], config.speed_tokens, rules,
-                            config.warmup_tokens, config.rounds)
+  layers = model.config.num_layers
+  no_ffn = ffnskip.SkipRule.create("static", layers, 0, layers,
+                                   static_layers=np.ones(layers, bool))
+  speed = decode_throughput(generator, prompts[0], config.speed_tokens,
+                            {**rules, NO_FFN: no_ffn}, config.warmup_tokens, config.rounds,
+                            warmup_overrides={NO_FFN: 0})
   tick("timed", speed)
   ffn_share = ffn_weight_share(model.config)
+  time_share = ffn_time_share(speed.pop(NO_FFN))
   results = {"full": {"method": "full", "target_ratio": 0.0, "perplexity": full_ppl,
                       "heldout_skip_ratio": 0.0, "agreement": 1.0, "decode_skip_ratio": 0.0,
-                      **speed["full"]}}
+                      "ffn_time_share": time_share, **speed["full"]}}
   for name, rule in rules.items():
     if rule is None:
       continue
@@ -240,6 +277,8 @@ def evaluate_skipping(model: Llama, tokenizer: Tokenizer, corpus, config: SkipEv
                      "decode_skip_ratio": gen_ratio,
                      "weight_read_bound_speedup":
                          1.0 / (1.0 - speed[name]["skip_ratio"] * ffn_share),
+                     "time_share_bound_speedup":
+                         1.0 / (1.0 - speed[name]["skip_ratio"] * time_share),
                      **speed[name]}
     tick(name, results[name])
   return results, cal

@@ -1,5 +1,7 @@
 """FFN-SkipLLM rule: exactness at threshold > 1, monotone skip ratio, a per-token Python reference."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -162,3 +164,74 @@ def test_ffn_weight_share_counts_the_real_parameter_tree():
   mlp = sum(n for p, n in kernels.items() if "/mlp/" in p)
   assert ffn_weight_share(config) == pytest.approx(mlp / sum(kernels.values()))
   assert 0.55 < ffn_weight_share(config) < 0.65  # SmolLM2: 79.6M of 134.5M weights in FFNs
+
+
+def _hlo_computations(text):
+  """Compiled HLO text -> {computation: (instruction lines, [(callee, via_conditional)])}."""
+  comps, name = {}, None
+  for line in text.splitlines():
+    head = re.match(r"^(?:ENTRY )?%([\w.\-]+) .*\{$", line)
+    if head:
+      name = "ENTRY" if line.startswith("ENTRY") else head.group(1)
+      comps[name] = ([], [])
+    elif name and line.startswith("  "):
+      comps[name][0].append(line)
+      branches = re.search(r"branch_computations=\{([^}]*)\}", line)
+      via_cond = set(re.findall(r"%([\w.\-]+)", branches.group(1))) if branches else set()
+      for callee in re.findall(r"(?:calls|body|condition|to_apply|branch_computations)="
+                               r"\{?%([\w.\-]+(?:, %[\w.\-]+)*)", line):
+        for c in callee.split(", %"):
+          comps[name][1].append((c, c in via_cond))
+  return comps
+
+
+def _mlp_dot_placement(text, intermediate):
+  """(dots producing MLP activations reachable without entering a conditional branch, those
+  only inside one); the up and gate projections are such dots, down_proj is in the same place."""
+  comps = _hlo_computations(text)
+  mlp_dots = {c: sum(1 for l in lines
+                     if re.search(rf"= \w+\[[\d,]*\b{intermediate}\b[\d,]*\]\S* dot\(", l))
+              for c, (lines, _) in comps.items()}
+  outside, stack = set(), ["ENTRY"]
+  while stack:
+    c = stack.pop()
+    if c not in outside and c in comps:
+      outside.add(c)
+      stack += [callee for callee, via_cond in comps[c][1] if not via_cond]
+  top = sum(mlp_dots[c] for c in outside)
+  return top, sum(mlp_dots.values()) - top
+
+
+def test_compiled_decode_reads_mlp_weights_only_inside_conditionals(model):
+  """On the optimized HLO of the jitted decode loop (what runs, after XLA's passes): the
+  middle-region MLPs' dots sit only in ``conditional`` branches, so a skipped FFN reads none of
+  its weights; cold-region layers (whose condition is constant) and the plain model have them
+  at top level. Two dots per MLP (gate and up) produce the intermediate activations."""
+  generator = Generator(model).with_stop_ids(())
+  params = SamplingParams(max_new_tokens=4)
+  key, warmup, temperature, top_p = generator._common(params)
+  _, cache = generator.prefill([[4, 8, 15]], 4)
+  first = jnp.zeros((1,), jnp.int32)
+
+  def placement(rule):
+    text = generator._decode.lower(generator.state, cache, first, key, rule, warmup, temperature,
+                                   top_p, steps=4).compile().as_text()
+    return _mlp_dot_placement(text, CONFIG.intermediate_size)
+
+  assert CONFIG.intermediate_size not in (CONFIG.hidden_size, CONFIG.vocab_size, cache.max_len)
+  assert placement(ffnskip.adaptive_rule(6, 1, 5, threshold=0.9)) == (2 * 2, 2 * 4)
+  assert placement(None) == (2 * 6, 0)
+
+
+def test_layer_drop_cost_equals_zeroing_that_ffn(model, tokens):
+  """Skipping only layer l's FFN = the plain model with that FFN's output projection zeroed."""
+  from llm.skip_eval import layer_drop_cost
+  split = nnx.split(model)
+  costs = layer_drop_cost(split, tokens, warmup=0)
+  full = np.exp(np.mean(teacher_forced(model, tokens)[0]))
+  for layer in (0, 3):
+    zeroed = nnx.clone(model)  # a deep copy: merge(*split(model)) would share the Variables
+    zeroed.layers[layer].mlp.down_proj.kernel[...] = 0.0
+    ppl = np.exp(np.mean(teacher_forced(zeroed, tokens)[0]))
+    np.testing.assert_allclose(costs[layer], ppl / full - 1.0, rtol=1e-4, atol=1e-6)
+  assert costs.shape == (CONFIG.num_layers,) and np.all(costs != 0)

@@ -93,3 +93,18 @@ def test_sampling_params_validation():
     SamplingParams(top_p=0.0)
   with pytest.raises(ValueError):
     SamplingParams(max_new_tokens=0)
+
+
+def test_prefill_projects_only_the_last_position_to_the_vocabulary(model):
+  """Prefill needs the next-token logits only: the output projection runs on one position
+  (checked on the jaxpr) and gives the full forward's last row."""
+  generator = Generator(model)
+  tokens, start = pad_prompts([[5, 9, 2, 7]], pad_id=0)
+  jaxpr = jax.make_jaxpr(generator._prefill_impl, static_argnums=3)(
+      generator.state, jnp.asarray(tokens), jnp.asarray(start), 64).jaxpr
+  vocab_dots = [e.outvars[0].aval.shape for e in jaxpr.eqns if e.primitive.name == "dot_general"
+                and e.outvars[0].aval.shape[-1] == TINY.vocab_size]
+  assert vocab_dots == [(1, 1, TINY.vocab_size)]
+  logits, _ = generator.prefill([[5, 9, 2, 7]], 8)
+  np.testing.assert_allclose(logits[0], _full_logits(model, jnp.asarray([[5, 9, 2, 7]]))[0, -1],
+                             rtol=1e-5, atol=1e-5)
