@@ -99,10 +99,10 @@ def _train_on_whole_graph(inputs, mask, key, config):
   return nnx.merge(graphdef, params)(inputs.graph, inputs.features)
 
 
-@pytest.mark.parametrize("model", ["gcn", "sage"])
+@pytest.mark.parametrize("model", ["gcn", pytest.param("sage", marks=pytest.mark.slow)])
 def test_receptive_field_training_equals_whole_graph_training(model):
   graph = sbm_graph(block_size=40, p_in=0.08, p_out=0.005, seed=3)
-  config = gnn.GNNConfig(model=model, epochs=25, dropout=0.5)
+  config = gnn.GNNConfig(model=model, epochs=12, dropout=0.5)
   inputs = gnn.gnn_inputs(graph, config)
   masks = np.zeros((2, graph.num_nodes), bool)
   masks[0, [0, 41, 90, 130, 199]] = True
