@@ -15,7 +15,7 @@ masked nodes, a fixed number of epochs, the last epoch's model (no validation se
 The loss of a 2-layer GNN depends only on the labelled nodes' 2-hop receptive field, so each
 model trains on that subgraph (:func:`receptive_fields`): the same loss and gradients as on
 the whole graph, at a fraction of the cost when few nodes are labelled (XLA:CPU's scatters
-dominate an epoch; measured 2-4x faster on Cora/CiteSeer at budgets 10-160).
+dominate an epoch; 10 models, 300 epochs, 40 random labels on Cora: 8.3 s instead of 30 s).
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ class GNNInputs(NamedTuple):
   """What a model sees of a graph: propagation graph, features, labels."""
   graph: jraph.GraphsTuple
   features: SparseFeatures
-  labels: jax.Array       # int32 [N]
+  labels: jax.Array       # int32 [N]; stacked [M, nodes] from receptive_fields
   num_classes: int
 
 
