@@ -104,6 +104,7 @@ def run(quick: bool, out_dir: Path) -> Report:
       (out_dir / f"graph_al_{name}_partial.json").write_text(json.dumps(to_jsonable(table)))
       print(f"graph_al: {name} {strategy} done in {result['seconds'][strategy]:.0f} s",
             file=sys.stderr, flush=True)
+    timings[name]["experiment_seconds_total"] = sum(timings[name]["experiment_seconds"].values())
     metrics[name] = {"table": table}
     checks = {}
     for b in budgets:
@@ -117,7 +118,8 @@ def run(quick: bool, out_dir: Path) -> Report:
                  for s in STRATEGIES}, out_dir / f"graph_al_{name}.png",
                 xlabel="budget", ylabel="macro-F1 (%)", logx=True,
                 title=f"{name}: GCN, {len(seeds)} seeds, {model.epochs} epochs")
-    notes.append(markdown_table(table, name).replace("\n", " "))
+    for metric in ("macro_f1", "accuracy"):
+      notes.append(markdown_table(table, name, metric).replace("\n", " "))
   if "citeseer" in metrics:
     table = metrics["citeseer"]["table"]
     metrics["citeseer"]["paper_comparison"] = {

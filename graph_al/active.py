@@ -61,13 +61,16 @@ def run_experiment(graph, strategies: Sequence[str], budgets: Sequence[int],
   return {"table": table, "seconds": seconds}
 
 
-def markdown_table(table: dict[str, dict[int, dict[str, float]]], title: str) -> str:
+def markdown_table(table: dict[str, dict[int, dict[str, float]]], title: str,
+                   metric: str = "macro_f1") -> str:
+  """``metric``: ``macro_f1`` or ``accuracy``."""
   budgets = sorted({b for rows in table.values() for b in rows})
-  lines = [f"### {title}: macro-F1 (%) mean ± std", "",
+  name = {"macro_f1": "macro-F1", "accuracy": "accuracy"}[metric]
+  lines = [f"### {title}: {name} (%) mean ± std", "",
            "| strategy | " + " | ".join(str(b) for b in budgets) + " |",
            "| --- |" + " --- |" * len(budgets)]
   for strategy, rows in table.items():
-    cells = [f"{rows[b]['macro_f1_mean']:.1f} ± {rows[b]['macro_f1_std']:.1f}" if b in rows
+    cells = [f"{rows[b][metric + '_mean']:.1f} ± {rows[b][metric + '_std']:.1f}" if b in rows
              else "" for b in budgets]
     lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"

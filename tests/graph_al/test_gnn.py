@@ -2,11 +2,13 @@ import jax
 import jax.numpy as jnp
 import jraph
 import numpy as np
+import optax
 import pytest
 import scipy.sparse as sp
+from flax import nnx
 
 from graph_al import gnn
-from graph_al.datasets import karate_graph
+from graph_al.datasets import karate_graph, sbm_graph
 from graph_al.evaluation import macro_f1_accuracy
 
 
@@ -71,6 +73,48 @@ def test_vmapped_training_equals_training_alone():
     gnn.train(inputs, masks[:, :10], keys, config)
   with pytest.raises(ValueError, match="model"):
     gnn.GNNConfig(model="gat")
+
+
+def _train_on_whole_graph(inputs, mask, key, config):
+  """The training loop on the whole graph, one jitted step per epoch: the reference for
+  :func:`gnn.train`, which trains on the mask's receptive field only."""
+  init_key, dropout_key = jax.random.split(key)
+  graphdef, params = nnx.split(gnn.make_model(inputs.features.num_features, inputs.num_classes,
+                                              config, nnx.Rngs(params=init_key)))
+  tx = gnn.optimizer(config)
+  weights = jnp.asarray(mask, jnp.float32) / mask.sum()
+
+  @jax.jit
+  def step(params, opt_state, step_key):
+    def loss(p):
+      logits = nnx.merge(graphdef, p)(inputs.graph, inputs.features, step_key)
+      return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, inputs.labels)
+                     * weights)
+    updates, opt_state = tx.update(jax.grad(loss)(params), opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  opt_state = tx.init(params)
+  for step_key in jax.random.split(dropout_key, config.epochs):
+    params, opt_state = step(params, opt_state, step_key)
+  return nnx.merge(graphdef, params)(inputs.graph, inputs.features)
+
+
+@pytest.mark.parametrize("model", ["gcn", pytest.param("sage", marks=pytest.mark.slow)])
+def test_receptive_field_training_equals_whole_graph_training(model):
+  graph = sbm_graph(block_size=40, p_in=0.08, p_out=0.005, seed=3)
+  config = gnn.GNNConfig(model=model, epochs=12, dropout=0.5)
+  inputs = gnn.gnn_inputs(graph, config)
+  masks = np.zeros((2, graph.num_nodes), bool)
+  masks[0, [0, 41, 90, 130, 199]] = True
+  masks[1, [5, 6]] = True
+  local, local_masks = gnn.receptive_fields(inputs, masks)
+  assert local_masks.shape[1] < graph.num_nodes   # a strict subgraph is exercised
+  np.testing.assert_array_equal(local_masks.sum(1), masks.sum(1))
+  keys = jax.vmap(jax.random.key)(jnp.array([11, 12]))
+  ours = gnn.predict(gnn.train(inputs, masks, keys, config), inputs)
+  for i in range(2):
+    reference = _train_on_whole_graph(inputs, masks[i], keys[i], config)
+    np.testing.assert_allclose(np.asarray(ours[i]), np.asarray(reference), rtol=1e-4, atol=1e-4)
 
 
 def _macro_f1_reference(pred, true):
