@@ -16,15 +16,15 @@ Data: FSDD (real recordings; evaluated on the official test takes 0-4) when foun
 ``jaxrepro.data.resolve_data("speech/fsdd")``, else the embedded espeak-ng corpus synthesized
 into ``out_dir`` (0.3 hours; 0.1 with ``--quick``).
 
-``--quick`` (about 3 minutes on 2 shared CPU cores, mostly compilation): conformer-nano,
-a fixed random 640 of the FSDD training utterances, 4 epochs of batch 32, one length bucket,
+``--quick`` (about 3 minutes on 2 shared CPU cores, mostly compilation): conformer-nano, a
+fixed random 640 of the FSDD training utterances, 4 epochs of batch 32, one length bucket,
 variants full / random+chunk / easy2hard+chunk; far too little training for a meaningful WER
-(every variant ends at WER 100%). The default configuration learns on 2 CPU cores (about
-10 minutes of CPU time): all 2 250 FSDD training utterances, conformer-tiny with the speech
-stack's short-run recipe (``jaxrepro speech train --quick``: CTC weight 0.9, no dropout, no
-SpecAugment, batch 16, peak LR 2e-3), 4 epochs, two length buckets; full data, random
-pruning with and without chunk drop, and keep-easy / keep-hard / easy-to-hard with chunk drop
-(easy-to-hard also without).
+(every variant ends at WER 100%). The default configuration learns on 2 CPU cores (about 7
+minutes of CPU time, 25 minutes wall at load ~10): all 2 250 FSDD training utterances,
+conformer-tiny with the speech stack's short-run recipe (``jaxrepro speech train --quick``: CTC
+weight 0.9, no dropout, no SpecAugment, batch 16, peak LR 2e-3), 4 epochs, two length buckets;
+full data, random pruning with and without chunk drop, and keep-easy / keep-hard / easy-to-hard
+with chunk drop (easy-to-hard also without).
 
 Run: ``python -m benchmarks.bench_ddp_asr [--quick]`` or ``jaxrepro bench ddp_asr [--quick]``.
 """
