@@ -16,11 +16,15 @@ Data: FSDD (real recordings; evaluated on the official test takes 0-4) when foun
 ``jaxrepro.data.resolve_data("speech/fsdd")``, else the embedded espeak-ng corpus synthesized
 into ``out_dir`` (0.3 hours; 0.1 with ``--quick``).
 
-``--quick`` (about 3 minutes on 2 shared CPU cores, mostly compilation): conformer-nano, the
-a fixed random 640 of the FSDD training utterances, 4 epochs of batch 32, one length bucket, variants full /
-random+chunk / easy2hard+chunk; far too little training for a meaningful WER. Full (for a GPU):
-conformer-tiny, 12 epochs, two length buckets, every variant, all 2 250 FSDD training
-utterances.
+``--quick`` (about 3 minutes on 2 shared CPU cores, mostly compilation): conformer-nano, a
+fixed random 640 of the FSDD training utterances, 4 epochs of batch 32, one length bucket,
+variants full / random+chunk / easy2hard+chunk; far too little training for a meaningful WER
+(every variant ends at WER 100%). The default configuration learns on 2 CPU cores (about 7
+minutes of CPU time, 25 minutes wall at load ~10): all 2 250 FSDD training utterances,
+conformer-tiny with the speech stack's short-run recipe (``jaxrepro speech train --quick``: CTC
+weight 0.9, no dropout, no SpecAugment, batch 16, peak LR 2e-3), 4 epochs, two length buckets;
+full data, random pruning with and without chunk drop, and keep-easy / keep-hard / easy-to-hard
+with chunk drop (easy-to-hard also without).
 
 Run: ``python -m benchmarks.bench_ddp_asr [--quick]`` or ``jaxrepro bench ddp_asr [--quick]``.
 """
@@ -37,11 +41,10 @@ from jaxrepro.bench import Report, benchmark, benchmark_main
 TARGET = {"speedup": 1.4, "wer_gap_points": 1.0}
 QUICK_VARIANTS = [("full", "none", "none"), ("random+chunk", "random", "chunk"),
                   ("easy2hard+chunk", "easy2hard", "chunk")]
-ALL_VARIANTS = [("full", "none", "none"), ("random", "random", "none"),
-                ("easy", "easy", "none"), ("hard", "hard", "none"),
-                ("easy2hard", "easy2hard", "none"), ("easy+chunk", "easy", "chunk"),
-                ("hard+chunk", "hard", "chunk"), ("easy2hard+chunk", "easy2hard", "chunk"),
-                ("easy2hard+point", "easy2hard", "point"), ("random+chunk", "random", "chunk")]
+VARIANTS = [("full", "none", "none"), ("random", "random", "none"),
+            ("random+chunk", "random", "chunk"), ("easy+chunk", "easy", "chunk"),
+            ("hard+chunk", "hard", "chunk"), ("easy2hard+chunk", "easy2hard", "chunk"),
+            ("easy2hard", "easy2hard", "none")]
 
 
 def corpora(quick: bool, out_dir: Path) -> dict[str, tuple[Path, str]]:
@@ -98,12 +101,13 @@ def run_variant(prune: str, time_drop: str, train_set, test_set, *, model: str, 
   sampler = make_sampler(prune, n, keep, seed=seed, total_epochs=epochs)
   transform = None if time_drop == "none" else TimeDrop(time_drop, drop)
   model_config = small_data_model(model, train_set.tokenizer.vocab_size, "audio")
-  start = time.perf_counter()
+  start, cpu_start = time.perf_counter(), time.process_time()
   result = train(model_config, config, train_set, sampler=sampler, transform=transform,
                  quiet=True)
-  wall = time.perf_counter() - start
+  wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
   scores = evaluate(result["model"], test_set, batch_size=64)
-  return {"steps": steps, "wall_seconds": wall, "train_seconds": result["steady_seconds"],
+  return {"steps": steps, "wall_seconds": wall, "cpu_seconds": cpu,
+          "train_seconds": result["steady_seconds"],
           "wer": scores["greedy_ctc"]["wer"], "cer": scores["greedy_ctc"]["cer"],
           "attention_wer": scores["greedy_attention"]["wer"],
           "final_loss": result["history"][-1]["loss"]}
@@ -116,9 +120,9 @@ def run(quick: bool, out_dir: Path) -> Report:
   from sparse_sr.tokenizer import CharTokenizer
   settings = (dict(model="conformer-nano", epochs=4, batch_size=32, learning_rate=3e-3,
                    num_buckets=1)
-              if quick else dict(model="conformer-tiny", epochs=12, batch_size=32,
+              if quick else dict(model="conformer-tiny", epochs=4, batch_size=16,
                                  learning_rate=2e-3, num_buckets=2))
-  variants = QUICK_VARIANTS if quick else ALL_VARIANTS
+  variants = QUICK_VARIANTS if quick else VARIANTS
   found = corpora(quick, out_dir)
   tokenizer = CharTokenizer()
   metrics, data = {}, {}
@@ -137,15 +141,17 @@ def run(quick: bool, out_dir: Path) -> Report:
     for row in rows.values():
       row["speedup"] = full["train_seconds"] / row["train_seconds"]
       row["wer_gap_points"] = 100 * (row["wer"] - full["wer"])
+      row["cer_gap_points"] = 100 * (row["cer"] - full["cer"])
     verdicts = {}
     for label, row in rows.items():
       if label in ("full",) or label.startswith("random"):
         continue
-      baseline = rows["random+chunk" if "+" in label and "random+chunk" in rows else "random"]
+      baseline = "random+chunk" if "+" in label and "random+chunk" in rows else "random"
       verdicts[label] = {
           "speedup_at_least_1.4": row["speedup"] >= TARGET["speedup"],
           "wer_within_1_point": row["wer_gap_points"] <= TARGET["wer_gap_points"],
-          "beats_random_same_budget": row["wer"] < baseline["wer"]}
+          "random_baseline": baseline,
+          "beats_random_same_budget": row["wer"] < rows[baseline]["wer"]}
     metrics[name] = {"train_utterances": len(train_set), "test_split": test_path.stem,
                      "test_utterances": len(test_set), "variants": rows,
                      "targets_met": verdicts}
@@ -155,13 +161,15 @@ def run(quick: bool, out_dir: Path) -> Report:
               "variants": [v[0] for v in variants], "target": TARGET},
       data=data, metrics=metrics,
       timings={name: {label: {"train_seconds": row["train_seconds"],
-                              "wall_seconds": row["wall_seconds"]}
+                              "wall_seconds": row["wall_seconds"],
+                              "cpu_seconds": row["cpu_seconds"]}
                       for label, row in m["variants"].items()}
                for name, m in metrics.items()},
       notes=["all variants measured one after the other in one process (on CPU: shared with "
              "other jobs); train_seconds excludes the steps that compiled, wall_seconds "
              "includes each variant's compilation",
-             "WER/CER: greedy CTC decoding of the held-out split"])
+             "WER/CER: greedy CTC decoding of the held-out split, one seed (on FSDD's 300 "
+             "one-word test utterances one error is 0.33 WER points)"])
 
 
 if __name__ == "__main__":

@@ -11,14 +11,17 @@ Target (the paper's claim): MSRS reaches the dense model's final CER in at most 
 dense run's training time, or trains where dense fails (final CER above ``FAIL_CER``);
 ``verdict`` says which, if either, happened.
 
-``--quick``: VSR only,
-conformer-nano, 40 steps of batch 8 on a 0.02-hour synthesized corpus, methods dense /
-magnitude / MSRS (sparse switch, logits initialized at 0.1 and checked every 2 steps so a
-mask forms within 40 steps); far too little to learn lip reading, it exercises the pipeline and
-the measurements (under heavy contention it took 20 minutes, mostly compilation). Full (for a GPU): VSR and AVSR, conformer-tiny, 1500 steps of
-batch 32 on the 1-hour corpus, all six methods.
+``--quick``: VSR only, conformer-nano, 40 steps of batch 8 on a 0.02-hour synthesized corpus,
+methods dense / magnitude / MSRS (sparse switch, logits initialized at 0.1 and checked every 2
+steps so a mask forms within 40 steps); far too little to learn lip reading, it exercises the
+pipeline and the measurements (under heavy contention it took 20 minutes, mostly
+compilation). ``--medium`` (CPU-sized, about 10 minutes of CPU time): VSR only,
+conformer-nano, 150 steps of batch 16 on a 0.05-hour corpus (305 utterances, 32 held-out),
+dense against MSRS (sparse switch, logits initialized at 0.5). Full (for a GPU): VSR and
+AVSR, conformer-tiny, 1500 steps of batch 32 on the 1-hour corpus, all six methods.
 
-Run: ``python -m benchmarks.bench_msrs [--quick]`` or ``jaxrepro bench msrs [--quick]``.
+Run: ``python -m benchmarks.bench_msrs [--quick | --medium]`` or
+``jaxrepro bench msrs [--quick]``.
 """
 
 from __future__ import annotations
@@ -38,13 +41,14 @@ ALL_METHODS = [("dense", "none", "sparse"), ("magnitude", "magnitude", "sparse")
                ("msrs-dense", "msrs", "dense"), ("msrs-sparse", "msrs", "sparse")]
 
 
-def make_corpus(quick: bool, out_dir: Path) -> Path:
+def make_corpus(size: str, out_dir: Path) -> Path:
   from sparse_sr.cli import FULL_CORPUS
   from sparse_sr.data import corpus
-  folder = out_dir / "msrs_corpus" / ("quick" if quick else "full")
+  folder = out_dir / "msrs_corpus" / size
   if not (folder / "train.jsonl").is_file():
-    settings = (dict(hours=0.02, test_utterances=16, max_words=1, vocab_size=20) if quick
-                else FULL_CORPUS)
+    settings = {"quick": dict(hours=0.02, test_utterances=16, max_words=1, vocab_size=20),
+                "medium": dict(hours=0.05, test_utterances=32, max_words=1, vocab_size=20),
+                "full": FULL_CORPUS}[size]
     corpus.make_espeak_corpus(folder, corpus.EspeakCorpusConfig(**settings, video=True))
   return folder
 
@@ -131,20 +135,31 @@ def verdict(rows: dict[str, dict]) -> dict:
   return out
 
 
+SETTINGS = {
+    "quick": dict(model="conformer-nano", steps=40, batch_size=8, learning_rate=3e-3,
+                  evals=2, norm_steps=5,
+                  # logits start near 0 and are checked often, so 40 steps see a mask form
+                  msrs=dict(logit_init=0.1, start_step=4, check_every=2)),
+    "medium": dict(model="conformer-nano", steps=150, batch_size=16, learning_rate=3e-3,
+                   evals=5, norm_steps=10, msrs=dict(logit_init=0.5)),
+    "full": dict(model="conformer-tiny", steps=1500, batch_size=32, learning_rate=2e-3,
+                 evals=10, norm_steps=50, msrs={}),
+}
+MEDIUM_METHODS = [("dense", "none", "sparse"), ("msrs-sparse", "msrs", "sparse")]
+
+
 @benchmark("msrs")
-def run(quick: bool, out_dir: Path) -> Report:
+def run(quick: bool, out_dir: Path, size: str | None = None) -> Report:
+  """``size``: ``quick``, ``medium`` (``--medium``: VSR, dense vs MSRS, on a CPU) or
+  ``full``; by default ``quick`` or ``full`` as ``quick`` says."""
   from sparse_sr.data import corpus
   from sparse_sr.data.loader import Dataset
   from sparse_sr.tokenizer import CharTokenizer
-  settings = (dict(model="conformer-nano", steps=40, batch_size=8, learning_rate=3e-3,
-                   evals=2, norm_steps=5,
-                   # logits start near 0 and are checked often, so 40 steps see a mask form
-                   msrs=dict(logit_init=0.1, start_step=4, check_every=2)) if quick else
-              dict(model="conformer-tiny", steps=1500, batch_size=32, learning_rate=2e-3,
-                   evals=10, norm_steps=50, msrs={}))
-  modalities = ("video",) if quick else ("video", "av")
-  methods = QUICK_METHODS if quick else ALL_METHODS
-  folder = make_corpus(quick, out_dir)
+  size = size or ("quick" if quick else "full")
+  settings = SETTINGS[size]
+  modalities = ("video", "av") if size == "full" else ("video",)
+  methods = {"quick": QUICK_METHODS, "medium": MEDIUM_METHODS, "full": ALL_METHODS}[size]
+  folder = make_corpus(size, out_dir)
   tokenizer = CharTokenizer()
   metrics = {}
   for modality in modalities:
@@ -158,7 +173,7 @@ def run(quick: bool, out_dir: Path) -> Report:
                          "verdict": verdict(rows)}
   _plot(metrics, out_dir)
   return Report(
-      "msrs", "python -m benchmarks.bench_msrs" + (" --quick" if quick else ""),
+      "msrs", "python -m benchmarks.bench_msrs" + ("" if size == "full" else f" --{size}"),
       config={**settings, "target_sparsity": SPARSITY, "fail_cer": FAIL_CER,
               "methods": [m[0] for m in methods], "modalities": list(modalities)},
       data=f"embedded:espeak-ng synthesized corpus with synthetic mouth video ({folder})",
@@ -180,4 +195,10 @@ def _plot(metrics: dict, out_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-  benchmark_main(run, __doc__.splitlines()[0])
+  import functools
+  import sys
+  if "--medium" in sys.argv:
+    sys.argv.remove("--medium")
+    benchmark_main(functools.partial(run, size="medium"), __doc__.splitlines()[0])
+  else:
+    benchmark_main(run, __doc__.splitlines()[0])

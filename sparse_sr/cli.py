@@ -113,6 +113,9 @@ def add_sparse_and_pruning_args(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--prune", choices=STRATEGIES, default="none",
                       help="dynamic data pruning: which utterances each epoch keeps")
   parser.add_argument("--keep", type=float, default=0.7, help="fraction of utterances kept")
+  parser.add_argument("--reselect-every", type=int, default=0, metavar="N",
+                      help="re-select the kept utterances every N steps (at most one epoch; "
+                      "default 0: every epoch)")
   parser.add_argument("--time-drop", choices=("none",) + TIME_DROPS, default="none",
                       help="drop feature frames inside utterances as points or chunks")
   parser.add_argument("--drop", type=float, default=0.3, help="fraction of frames dropped")
@@ -125,11 +128,16 @@ def check_sparse_and_pruning_args(args) -> None:
     raise ValueError(f"--keep must be in (0, 1], got {args.keep}")
   if not 0.0 <= args.drop < 1.0:
     raise ValueError(f"--drop must be in [0, 1), got {args.drop}")
+  if args.reselect_every < 0:
+    raise ValueError(f"--reselect-every must be >= 0, got {args.reselect_every}")
+  if args.reselect_every and args.prune == "none":
+    raise ValueError("--reselect-every needs --prune random|easy|hard|easy2hard")
   if args.modality != "audio" and args.time_drop != "none":
     raise ValueError("--time-drop applies to audio-only training (--modality audio)")
 
 
-def sparse_and_pruning(args, optimizer, steps: int, num_examples: int, epochs: int):
+def sparse_and_pruning(args, optimizer, steps: int, num_examples: int, epochs: int,
+                       batch_size: int):
   """``(optimizer, reparam, sampler, transform, config)`` from the flags above."""
   from sparse_sr.ddp import TimeDrop, make_sampler
   from sparse_sr.sparse_methods import describe, sparse_training
@@ -137,10 +145,12 @@ def sparse_and_pruning(args, optimizer, steps: int, num_examples: int, epochs: i
                                        target_sparsity=args.sparsity,
                                        switch=args.msrs_switch, seed=args.seed)
   sampler = None if args.prune == "none" else make_sampler(
-      args.prune, num_examples, args.keep, seed=args.seed, total_epochs=epochs)
+      args.prune, num_examples, args.keep, seed=args.seed, total_epochs=epochs,
+      reselect_every=args.reselect_every, batch_size=batch_size, total_steps=steps)
   transform = None if args.time_drop == "none" else TimeDrop(args.time_drop, args.drop)
   config = {"sparse": describe(args.sparse, reparam), "sparsity": args.sparsity,
-            "prune": args.prune, "keep": args.keep, "time_drop": args.time_drop,
+            "prune": args.prune, "keep": args.keep, "reselect_every": args.reselect_every,
+            "time_drop": args.time_drop,
             "drop": args.drop}
   return optimizer, reparam, sampler, transform, config
 
@@ -280,7 +290,8 @@ def cmd_train(args) -> int:
   epochs = max(1, -(-train_config.steps // batches_per_epoch(len(train_set),
                                                              train_config.batch_size)))
   optimizer, reparam, sampler, transform, sparse_config = sparse_and_pruning(
-      args, make_optimizer(train_config), train_config.steps, len(train_set), epochs)
+      args, make_optimizer(train_config), train_config.steps, len(train_set), epochs,
+      train_config.batch_size)
   start = time.perf_counter()
   result = train(model_config, train_config, train_set, eval_data=eval_sets[first_split],
                  mesh=mesh, workdir=workdir, optimizer=optimizer, reparam=reparam,

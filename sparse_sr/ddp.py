@@ -2,14 +2,17 @@
 
 Two pipeline components for :class:`sparse_sr.data.loader.BatchIterator`:
 
-- :class:`DataPruningSampler` (Sec. 3.1, instance-wise): every epoch re-selects a fraction
-  ``keep`` of the utterances by a running per-utterance score, the exponential moving average
-  of the per-example hybrid loss the training step returns (:meth:`update`). ``easy`` keeps the
+- :class:`DataPruningSampler` (Sec. 3.1, instance-wise): every epoch (or, with
+  ``reselect_every=N``, every N training steps) re-selects a fraction ``keep`` of the
+  utterances by a running per-utterance score, the exponential moving average of the
+  per-example hybrid loss the training step returns (:meth:`update`). ``easy`` keeps the
   lowest scores, ``hard`` the highest, ``easy2hard`` slides the kept window from the easy end
-  to the hard end over ``total_epochs`` (a curriculum), ``random`` draws a fresh random subset
-  (the baseline). The first ``warmup_epochs`` visit everything so every utterance is scored.
-  Its state (scores, which were scored, the last selection) is arrays of fixed shape, saved in
-  checkpoints; randomness is a function of ``(seed, epoch)``, so resumed runs are bit-exact.
+  to the hard end over the run (a curriculum), ``random`` draws a fresh random subset (the
+  baseline). The first ``warmup_epochs`` visit everything so every utterance is scored.
+  Its state (scores, which were scored, the last selection, the steps seen and the step and
+  round of the last selection) is arrays of fixed shape, saved in checkpoints; randomness is
+  counter-based, a function of ``(seed, round)`` with the round in the iterator's state, so
+  resumed runs are bit-exact.
 - :class:`TimeDrop` (Sec. 3.2, time-wise): drops a fraction of each utterance's feature frames,
   as isolated ``point`` frames or contiguous ``chunk`` s, and re-packs the batch to a shorter
   padded length so the compiled step really costs less. Features are computed inside the model
@@ -33,17 +36,36 @@ TIME_DROPS = ("point", "chunk")
 
 
 class DataPruningSampler:
-  """Keeps exactly ``round(keep * num_examples)`` utterances per epoch after warm-up."""
+  """Keeps exactly ``round(keep * num_examples)`` utterances per selection after warm-up.
+
+  A selection is made at the start of every epoch, or with ``reselect_every=N`` every ``N``
+  training steps: the loader's "epoch" is then a selection round of ``N`` batches drawn from
+  the kept utterances (each visited once before any twice), so the loader asks again exactly
+  every ``N`` steps. The warm-up epochs stay whole epochs. :meth:`update` is called once per
+  training step (as :func:`sparse_sr.train.train` does), which is how the sampler counts steps.
+  ``easy2hard`` slides over ``total_epochs`` epochs, or with ``reselect_every`` over the
+  rounds of ``total_steps`` steps of batch ``batch_size``.
+  """
 
   def __init__(self, num_examples: int, keep: float = 0.7, strategy: str = "easy", *,
                seed: int = 0, momentum: float = 0.5, warmup_epochs: int = 1,
-               total_epochs: int = 10):
+               total_epochs: int = 10, reselect_every: int = 0,
+               batch_size: int | None = None, total_steps: int | None = None):
     if strategy not in STRATEGIES[1:]:
       raise ValueError(f"strategy must be one of {STRATEGIES[1:]}, got {strategy!r}")
     if not 0.0 < keep <= 1.0:
       raise ValueError(f"keep must be in (0, 1], got {keep}")
     if not 0.0 <= momentum < 1.0:
       raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    if reselect_every < 0:
+      raise ValueError(f"reselect_every must be >= 0 (0: every epoch), got {reselect_every}")
+    if reselect_every and (batch_size is None or total_steps is None):
+      raise ValueError("re-selecting every N steps needs batch_size and total_steps")
+    # the loader keeps an epoch's order in an array of num_examples entries (its state)
+    if reselect_every and reselect_every * batch_size > num_examples:
+      raise ValueError(f"re-selecting every {reselect_every} steps of batch {batch_size} "
+                       f"visits more than the {num_examples} utterances between selections; "
+                       "re-select every epoch instead")
     self.num_examples = num_examples
     self.keep = keep
     self.strategy = strategy
@@ -51,13 +73,26 @@ class DataPruningSampler:
     self.momentum = momentum
     self.warmup_epochs = warmup_epochs
     self.total_epochs = total_epochs
+    self.reselect_every = reselect_every
+    self.batch_size = batch_size
+    self.total_steps = total_steps
     self.scores = np.zeros(num_examples, np.float32)
     self.scored = np.zeros(num_examples, bool)
     self.selected = np.ones(num_examples, bool)
+    self.step = 0              # update() calls: training steps seen
+    self.selection_step = 0    # self.step when the current selection was made
+    self.selection_round = 0   # the loader's epoch (a round with reselect_every) it was for
 
   @property
   def num_kept(self) -> int:
     return round(self.keep * self.num_examples)
+
+  def pruned_selections(self) -> int:
+    """Selections after warm-up in the whole run: the span of the easy2hard curriculum."""
+    if not self.reselect_every:
+      return self.total_epochs - self.warmup_epochs
+    warmup_steps = self.warmup_epochs * batches_per_epoch(self.num_examples, self.batch_size)
+    return -(-(self.total_steps - warmup_steps) // self.reselect_every)
 
   def _filled_scores(self) -> np.ndarray:
     """Scores, with never-scored utterances at the mean score (neither easy nor hard)."""
@@ -65,7 +100,7 @@ class DataPruningSampler:
     return np.where(self.scored, self.scores, fill)
 
   def select(self, epoch: int) -> np.ndarray:
-    """Indices kept in ``epoch`` (sorted)."""
+    """Indices kept in ``epoch`` (a round with ``reselect_every``), sorted."""
     n, k = self.num_examples, self.num_kept
     rng = np.random.default_rng([self.seed, epoch, 7])
     if epoch < self.warmup_epochs:
@@ -78,8 +113,8 @@ class DataPruningSampler:
       start = 0
     elif self.strategy == "hard":
       start = n - k
-    else:  # easy2hard: the window slides linearly over the remaining epochs
-      span = max(1, self.total_epochs - self.warmup_epochs - 1)
+    else:  # easy2hard: the window slides linearly over the remaining selections
+      span = max(1, self.pruned_selections() - 1)
       start = round(min(1.0, (epoch - self.warmup_epochs) / span) * (n - k))
     return np.sort(ranked[start:start + k])
 
@@ -87,7 +122,13 @@ class DataPruningSampler:
     kept = self.select(epoch)
     self.selected = np.zeros(self.num_examples, bool)
     self.selected[kept] = True
-    return np.random.default_rng([self.seed, epoch]).permutation(kept)
+    self.selection_step, self.selection_round = self.step, epoch
+    rng = np.random.default_rng([self.seed, epoch])
+    if not self.reselect_every or epoch < self.warmup_epochs:
+      return rng.permutation(kept)
+    visits = self.reselect_every * self.batch_size
+    cycles = -(-visits // len(kept))
+    return np.concatenate([rng.permutation(kept) for _ in range(cycles)])[:visits]
 
   def update(self, indices: np.ndarray, losses: np.ndarray) -> None:
     """Running score: first loss as is, then ``momentum * old + (1 - momentum) * loss``."""
@@ -97,15 +138,21 @@ class DataPruningSampler:
     self.scores[indices] = np.where(self.scored[indices],
                                     self.momentum * old + (1 - self.momentum) * losses, losses)
     self.scored[indices] = True
+    self.step += 1
 
   def state(self) -> dict[str, np.ndarray]:
     return {"scores": self.scores.copy(), "scored": self.scored.copy(),
-            "selected": self.selected.copy()}
+            "selected": self.selected.copy(), "step": np.int32(self.step),
+            "selection_step": np.int32(self.selection_step),
+            "selection_round": np.int32(self.selection_round)}
 
   def load_state(self, state: dict[str, np.ndarray]) -> None:
     self.scores = np.array(state["scores"], np.float32)
     self.scored = np.array(state["scored"], bool)
     self.selected = np.array(state["selected"], bool)
+    self.step = int(state["step"])
+    self.selection_step = int(state["selection_step"])
+    self.selection_round = int(state["selection_round"])
 
 
 def make_sampler(strategy: str, num_examples: int, keep: float = 0.7, *, seed: int = 0,

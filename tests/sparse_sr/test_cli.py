@@ -49,6 +49,8 @@ def test_bad_inputs_exit_2_with_a_message(tmp_path, capsys):
 def test_bad_sparse_and_pruning_flags_exit_2(tmp_path, capsys):
   for flags, message in ((["--keep", "0"], "--keep"), (["--sparsity", "1.5"], "--sparsity"),
                          (["--drop", "1"], "--drop"),
+                         (["--reselect-every", "-1"], "--reselect-every"),
+                         (["--reselect-every", "5"], "--prune"),
                          (["--modality", "video", "--time-drop", "chunk"], "audio-only")):
     assert main(["speech", "train", "--data", str(tmp_path)] + flags) == 2
     assert message in capsys.readouterr().err

@@ -7,7 +7,8 @@ import pytest
 from jaxrepro.checkpoint import Checkpointer, tree_equal_bitwise
 from sparse_sr.conformer import ConformerConfig
 from sparse_sr.data import corpus
-from sparse_sr.data.loader import Dataset, bucketed_batches
+from sparse_sr.data.audio import write_wav
+from sparse_sr.data.loader import BatchIterator, Dataset, bucketed_batches
 from sparse_sr.ddp import (DataPruningSampler, TimeDrop, batches_per_epoch, dropped_frames,
                            make_sampler)
 from sparse_sr.decoder import DecoderConfig
@@ -122,14 +123,109 @@ def test_sampler_state_checkpoints_bit_exactly(tmp_path):
   np.testing.assert_array_equal(twin.epoch_order(2), sampler.epoch_order(2))
 
 
+@pytest.fixture(scope="module")
+def noise_dataset(tmp_path_factory):
+  """40 utterances of noise, 0.1-0.5 s, transcripts of 1-3 letters: no synthesis needed."""
+  folder = tmp_path_factory.mktemp("noise")
+  rng = np.random.default_rng(0)
+  utterances = []
+  for i in range(40):
+    seconds = float(rng.uniform(0.1, 0.5))
+    path = folder / f"{i}.wav"
+    write_wav(path, 0.1 * rng.standard_normal(int(seconds * 16000)), 16000)
+    utterances.append(corpus.Utterance(str(i), path, "abc"[:1 + i % 3], "s", seconds))
+  return Dataset(utterances, CharTokenizer())
+
+
+def fake_losses(indices, step):
+  """A deterministic per-utterance loss that changes with the step."""
+  return np.sin(np.asarray(indices) * 1.7 + step * 0.3) + 1.0
+
+
+def run_loader(dataset, steps, *, reselect_every=3, state=None):
+  """Steps of (batch indices, sampler state after the step's update); ``state`` resumes."""
+  sampler = DataPruningSampler(len(dataset), 0.5, "hard", seed=4, reselect_every=reselect_every,
+                               batch_size=4, total_steps=30)
+  iterator = BatchIterator(dataset, 4, sampler, seed=4)
+  if state is not None:
+    iterator.load_state(state)
+  out = []
+  for _ in range(steps):
+    batch = next(iterator)
+    sampler.update(batch["index"], fake_losses(batch["index"], sampler.step))
+    out.append((batch["index"].copy(), sampler.state()))
+  return out, iterator
+
+
+def test_reselects_the_hardest_half_every_n_steps(noise_dataset):
+  n, per_epoch, every = len(noise_dataset), batches_per_epoch(40, 4), 3
+  steps, _ = run_loader(noise_dataset, per_epoch + 4 * every)
+  # independent reference: the running scores recomputed from the losses fed in
+  scores, scored = np.zeros(n), np.zeros(n, bool)
+  kept = None
+  for step, (indices, state) in enumerate(steps):   # the batch of training step step + 1
+    if step >= per_epoch and (step - per_epoch) % every == 0:
+      # a selection just before this batch, from the scores of the `step` steps so far
+      assert state["selection_step"] == step
+      assert state["selection_round"] == 1 + (step - per_epoch) // every
+      kept = set(np.argsort(scores)[-20:])
+      assert set(np.flatnonzero(state["selected"])) == kept
+    elif step < per_epoch:
+      assert state["selection_step"] == 0 and state["selection_round"] == 0
+    if kept is not None:
+      assert set(indices) <= kept
+    losses = fake_losses(indices, step)
+    scores[indices] = np.where(scored[indices], 0.5 * scores[indices] + 0.5 * losses, losses)
+    scored[indices] = True
+    np.testing.assert_allclose(state["scores"], scores, rtol=1e-6)
+  # between selections every kept utterance is visited once before any twice
+  round_indices = np.concatenate([i for i, _ in steps[per_epoch:per_epoch + every]])
+  assert len(set(round_indices)) == every * 4
+
+
+def test_stepwise_selection_resumes_bit_exactly(noise_dataset, tmp_path):
+  straight, _ = run_loader(noise_dataset, 19)
+  head, iterator = run_loader(noise_dataset, 11)   # mid-round: selected at step 10 and 13
+  with Checkpointer(tmp_path, keep=1) as ckpt:
+    ckpt.save(11, iterator.state(), force=True)
+    restored, _ = ckpt.restore(like=iterator.state())
+  tail, _ = run_loader(noise_dataset, 8, state=restored)
+  for (a, state_a), (b, state_b) in zip(straight, head + tail):
+    np.testing.assert_array_equal(a, b)
+    assert tree_equal_bitwise(state_a, state_b)
+  assert int(straight[-1][1]["selection_step"]) == 16
+
+
+def test_stepwise_selection_rejects_rounds_longer_than_an_epoch():
+  with pytest.raises(ValueError, match="every epoch"):
+    DataPruningSampler(40, 0.5, "easy", reselect_every=11, batch_size=4, total_steps=30)
+  with pytest.raises(ValueError, match="batch_size"):
+    DataPruningSampler(40, 0.5, "easy", reselect_every=2)
+
+
+def test_easy2hard_slides_over_the_rounds_of_the_run():
+  sampler = DataPruningSampler(40, 0.5, "easy2hard", reselect_every=5, batch_size=4,
+                               total_steps=40)
+  # 10 warm-up steps, then 30 steps in rounds of 5: 6 selections, window from 0 to 20
+  assert sampler.pruned_selections() == 6
+  scores = np.random.default_rng(3).random(40)
+  sampler.update(np.arange(40), scores)
+  ranked = np.argsort(scores)
+  for round_, start in ((1, 0), (3, 8), (6, 20)):
+    assert set(sampler.epoch_order(round_)) <= set(ranked[start:start + 20])
+    assert set(np.flatnonzero(sampler.selected)) == set(ranked[start:start + 20])
+
+
 NANO = dict(encoder=ConformerConfig(32, 2, 1, conv_kernel=5), decoder=DecoderConfig(1, 2),
             subsample_channels=4)
 
 
 @pytest.mark.slow
-def test_pruned_msrs_training_resumes_bit_exactly(tmp_path):
-  """DDP sampler + chunk time-drop + MSRS in one run: the scores, selection, masks, stability
-  tracker and weights after an interruption equal an uninterrupted run's, bit for bit."""
+@pytest.mark.parametrize("reselect_every", [0, 2])
+def test_pruned_msrs_training_resumes_bit_exactly(tmp_path, reselect_every):
+  """DDP sampler (re-selecting every epoch, or every 2 steps) + chunk time-drop + MSRS in one
+  run: the scores, selection, masks, stability tracker and weights after an interruption
+  (mid-round) equal an uninterrupted run's, bit for bit."""
   paths = corpus.make_espeak_corpus(tmp_path / "corpus", corpus.EspeakCorpusConfig(
       hours=0.003, test_utterances=3, max_words=1, vocab_size=20, video=False, seed=1))
   data = Dataset(corpus.read_manifest(paths["train"])[:8], CharTokenizer())
@@ -145,7 +241,9 @@ def test_pruned_msrs_training_resumes_bit_exactly(tmp_path):
                                        ready_fraction=0.0)
 
   def run(workdir, stop_after=None):
-    sampler = DataPruningSampler(len(data), 0.7, "hard", seed=0)
+    sampler = DataPruningSampler(len(data), 0.7, "hard", seed=0,
+                                 reselect_every=reselect_every,
+                                 batch_size=config.batch_size, total_steps=config.steps)
     result = train(model_config, config, data, workdir=workdir, quiet=True,
                    sampler=sampler, transform=TimeDrop("chunk", 0.3),
                    optimizer=optimizer, reparam=reparam, stop_after=stop_after)
@@ -158,6 +256,8 @@ def test_pruned_msrs_training_resumes_bit_exactly(tmp_path):
   assert tree_equal_bitwise(straight_sampler.state(), resumed_sampler.state())
   assert straight_sampler.scored.sum() >= 2 * config.batch_size
   assert straight_sampler.selected.sum() == round(0.7 * len(data))
+  # the last selection was made after the warm-up epoch (a 2-step round ends with the run)
+  assert int(straight_sampler.state()["selection_step"]) == per_epoch
   # tolerance 1: every check but the first (nothing to compare with) passes; patience 4
   assert int(straight["opt_state"].stability.stable_step) == 5
   assert int(straight["opt_state"].phase) == 1
