@@ -179,8 +179,10 @@ def _targets(table: dict, small: dict, big: dict) -> dict:
              "qgalore_loss_le_galore": compare("qgalore", "galore", le),
              "owlore_7b_total_gb": big["owlore"]["total"] / GB,
              "owlore_7b_layerwise_gb": big["owlore"]["layerwise"] / GB}
-  full_opt = small["full"]["optimizer"]  # eval_shape; equals the run's pytree bytes
-  ow_opt = table.get("owlore", {}).get("optimizer_state_bytes", small["owlore"]["optimizer"])
+  if "owlore" in table and "full" in table:  # the runs' state pytrees
+    ow_opt, full_opt = (table[m]["optimizer_state_bytes"] for m in ("owlore", "full"))
+  else:  # SmolLM2-135M from eval_shape (the runs may use the --quick model)
+    ow_opt, full_opt = small["owlore"]["optimizer"], small["full"]["optimizer"]
   targets |= {"owlore_opt_state_fraction_of_full": ow_opt / full_opt,
               "owlore_opt_state_le_25pct_full": ow_opt <= 0.25 * full_opt}
   for other in ("lora", "qlora", "galore"):
@@ -216,7 +218,7 @@ def run(quick: bool, out_dir: Path, *, methods: tuple[str, ...] = METHODS,
   small, big = memory["smollm2_135m_float32"], memory["llama_7b_bfloat16"]
   targets = _targets(table, small, big)
   plots = _plots(rows, out_dir)
-  full_opt = small["full"]["optimizer"]
+  full_opt = table.get("full", {}).get("optimizer_state_bytes", float("nan"))
   lines = [f"{'method':>22} {'held-out loss':>13} {'ppl':>9} {'MC acc':>7} {'trainable':>12} "
            f"{'opt state MB':>12} {'% of full':>9} {'135M total MB':>13} {'7B total GB':>11}"]
   for name, entry in table.items():
