@@ -269,8 +269,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   f.add_argument("--steps", type=int, default=None, help="training steps (100; --quick 6)")
   f.add_argument("--batch", type=int, default=None, help="sequences per step (8)")
   f.add_argument("--seq", type=int, default=None, help="tokens per sequence (64)")
-  f.add_argument("--lr", type=float, default=None, help="default 1e-3 LoRA/QLoRA, 1e-4 others")
-  f.add_argument("--rank", type=int, default=32, help="GaLore/Q-GaLore/OwLore rank")
+  f.add_argument("--lr", type=float, default=None, help="default: finetune.LEARNING_RATES "
+                 "(full/LISA 3e-5, LoRA/QLoRA 2e-4, GaLore/Q-GaLore 1e-4, OwLore 3e-4)")
+  f.add_argument("--rank", type=int, default=16, help="GaLore/Q-GaLore/OwLore rank")
   f.add_argument("--lora-rank", type=int, default=8)
   f.add_argument("--gamma", type=int, default=5, help="OwLore blocks per draw")
   f.add_argument("--lod-m", type=float, default=5.0, help="LOD outlier threshold M")

@@ -15,11 +15,20 @@ key, step) and one jitted step of masked next-token cross-entropy on answer toke
   the pretrained model on training batches.
 
 Scale (documented against the official values, see ``FinetuneConfig``): SmolLM2's hidden size
-is 576 where LLaMA2-7B's is 4096, so ranks are scaled by about 576/4096: GaLore/Q-GaLore/OwLore
-rank 32 (official OwLore 256), LoRA rank 8 (alpha 16). OwLore draws gamma = 5 of 30 blocks
-(official 5 of 32); the resampling interval K and the projector gap T are scaled to the run
-length (official K = 50, T = 100 over thousands of steps). LISA keeps its official gamma = 2,
-K = 3.
+is 576 where LLaMA2-7B's is 4096. LoRA rank 8 (alpha 16). GaLore/Q-GaLore/OwLore rank 16: the
+width-scaled rank would be 256 * 576/4096 = 36, but SmolLM2's tied 49152 x 576 embedding (21%
+of the model, always trained with full AdamW in OwLore) already takes 21% of full AdamW's
+state, and OwLore keeps every block's GaLore state (frozen while inactive): at rank 32 its
+state is 27% of full AdamW's, at rank 16 24% (the paper's <= 25% budget at 7B, where the
+embedding is 2% of the model). OwLore draws gamma = 5 of 30 blocks (official 5 of 32); the
+resampling interval K and the projector gap T are scaled to the run length (official K = 50,
+T = 100 over thousands of steps). LISA keeps its official gamma = 2, K = 3.
+
+Learning rates (``LEARNING_RATES``, constant, no warm-up): full fine-tuning and LISA 3e-5 (the
+LISA paper's range for 7B), LoRA and QLoRA 2e-4 (QLoRA paper, 7B/13B), OwLore 3e-4 with
+alpha 1.0 (official pixeli99/OwLore script), GaLore and Q-GaLore 1e-4 with alpha 1.0 (the
+product lr * alpha sets the step; the official GaLore GLUE scripts use lr 1e-5..3e-5 with
+scale 2-4).
 """
 
 from __future__ import annotations
@@ -42,6 +51,8 @@ from qgalore_jax.pretrain import OptimizerConfig, make_optimizer
 from qgalore_jax.quantization import apply_updates_sr, dequantize_params, quantize_params
 
 METHODS = ("full", "lora", "qlora", "galore", "qgalore", "lisa", "owlore")
+LEARNING_RATES = {"full": 3e-5, "lisa": 3e-5, "lora": 2e-4, "qlora": 2e-4, "galore": 1e-4,
+                  "qgalore": 1e-4, "owlore": 3e-4}  # see the module docstring
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,10 +61,10 @@ class FinetuneConfig:
   steps: int = 40
   batch: int = 4
   seq: int = 64
-  lr: float | None = None          # None: 1e-3 for LoRA/QLoRA, 1e-4 otherwise
+  lr: float | None = None          # None: LEARNING_RATES[method]
   lora_rank: int = 8               # official QLoRA/OwLore-paper LoRA ranks are 8-64 at 7B
   lora_alpha: float = 16.0
-  rank: int = 32                   # GaLore-family rank (OwLore official 256 at hidden 4096)
+  rank: int = 16                   # GaLore-family rank (official 256 at hidden 4096; docstring)
   update_proj_gap: int | None = None  # None: max(1, steps // 4) (official T = 100)
   galore_scale: float = 1.0        # OwLore's alpha = 1.0 (GaLore's fine-tuning scale)
   gamma: int = 5                   # OwLore blocks per draw (official 5)
@@ -74,7 +85,7 @@ class FinetuneConfig:
   def learning_rate(self) -> float:
     if self.lr is not None:
       return self.lr
-    return 1e-3 if self.method in ("lora", "qlora") else 1e-4
+    return LEARNING_RATES[self.method]
 
   @property
   def gap(self) -> int:
@@ -315,7 +326,8 @@ def abstract_training_memory(config, cfg: FinetuneConfig) -> dict[str, int]:
 
   ``layerwise`` is the paper's accounting for LISA/OwLore (only the ``gamma`` active blocks
   hold gradients and optimizer states; Sec. 4 of arXiv:2405.18380); elsewhere it equals
-  ``total``.
+  ``total``. LISA/OwLore also report ``optimizer_blocks``, the decoder blocks' share of
+  ``optimizer`` (the rest trains the embedding, final norm and LM head).
   """
   from llm.model import Llama
 
@@ -338,6 +350,7 @@ def abstract_training_memory(config, cfg: FinetuneConfig) -> dict[str, int]:
         lambda p: jax.ShapeDtypeStruct(p.shape, config.param_dtype), dense["layers"]))
     inner = ow.sampling_state(state.opt_state).inner_state.inner_states
     block_opt = sum(pytree_bytes(v) for k, v in inner.items() if k != ow.DENSE)
+    out["optimizer_blocks"] = block_opt
     out["layerwise"] = (weights + grads - block_grads * (blocks - gamma) // blocks
                         + optimizer - block_opt * (blocks - gamma) // blocks)
   else:

@@ -64,6 +64,23 @@ def test_abstract_memory_matches_closed_form(method):
   assert 8 * trainable <= mem["optimizer"] <= 8 * trainable + 64
 
 
+def test_owlore_optimizer_bytes_split_matches_closed_form():
+  """Dense leaves: two float32 AdamW moments each; every block: rank-r GaLore moments
+  (r x the larger side), an (r x the smaller side) projector and its first vector per kernel,
+  Adam moments for the two norms, plus a few scalars and the similarity queue per kernel."""
+  rank = 8
+  mem = ft.abstract_training_memory(CONFIG, ft.FinetuneConfig(method="owlore", rank=rank, gamma=2))
+  model = nnx.eval_shape(lambda: Llama(CONFIG, rngs=nnx.Rngs(0)))
+  dense = count_params(model) - sum(count_params(layer) for layer in model.layers)
+  assert 8 * dense <= mem["optimizer"] - mem["optimizer_blocks"] <= 8 * dense + 64
+  h, i, hd = CONFIG.hidden_size, CONFIG.intermediate_size, CONFIG.head_dim
+  q, kv = CONFIG.num_heads * hd, CONFIG.num_kv_heads * hd
+  kernels = [(h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h)]
+  per_block = sum(4 * (2 * rank * max(s) + rank * min(s) + min(s)) for s in kernels) + 16 * h
+  low = CONFIG.num_layers * per_block
+  assert low <= mem["optimizer_blocks"] <= low + CONFIG.num_layers * 7 * 64
+
+
 def _task(seq=96):
   train, heldout, _ = qa.load_qa(None, seed=0)
   return train, ft.eval_set(heldout[:8], CharTokenizer(), seq, 0)
