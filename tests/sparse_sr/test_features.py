@@ -47,6 +47,9 @@ def test_normalize_ignores_padding():
   np.testing.assert_allclose(a, b[:, :30], atol=1e-6)
   assert np.all(np.asarray(b[:, 30:]) == 0)
   np.testing.assert_allclose(np.asarray(a).mean(axis=1), 0, atol=1e-5)
+  # the same as numpy's per-utterance, per-band standardization of the valid frames
+  reference = (x - x.mean(axis=1, keepdims=True)) / np.sqrt(x.var(axis=1, keepdims=True) + 1e-5)
+  np.testing.assert_allclose(a, reference, atol=1e-5)
 
 
 def test_spec_augment_masks_bands_within_utterances():
