@@ -73,6 +73,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   train.add_argument("--vtlp", type=float, default=0.0,
                      help="vocal tract length perturbation while training: warp factors "
                      "drawn from 1 +- VTLP per utterance, e.g. 0.15 (default 0: off)")
+  train.add_argument("--tempo", type=float, default=0.0,
+                     help="tempo perturbation while training: speaking rates drawn from "
+                     "1 +- TEMPO per utterance, e.g. 0.1; with --vtlp, speed perturbation "
+                     "(default 0: off)")
   train.add_argument("--label-smoothing", type=float, default=0.1)
   train.add_argument("--eval-every", type=int, default=None)
   train.add_argument("--beam", type=int, default=0,
@@ -260,6 +264,8 @@ def cmd_train(args) -> int:
         decoder=dataclasses.replace(model_config.decoder, dropout=recipe["dropout"]))
   if args.vtlp:
     model_config = dataclasses.replace(model_config, vtlp_warp=args.vtlp)
+  if args.tempo:
+    model_config = dataclasses.replace(model_config, tempo_change=args.tempo)
   if recipe["spec_augment"] == "off":
     model_config = dataclasses.replace(model_config, spec_augment=None)
   defaults = QUICK_TRAIN if args.quick else dict(steps=3000, batch_size=32, learning_rate=2e-3,

@@ -19,7 +19,7 @@ from sparse_sr.conformer import ConformerConfig, ConformerEncoder, ConvSubsampli
 from sparse_sr.decoder import DecoderConfig, TransformerDecoder
 from sparse_sr.features import (FeatureConfig, SpecAugmentConfig, feature_lengths,
                                 log_mel_from_power, normalize, power_spectrogram, spec_augment,
-                                vtlp)
+                                tempo, vtlp)
 from sparse_sr.visual import VisualConfig, VisualFrontEnd
 
 MODALITIES = ("audio", "video", "av")
@@ -37,6 +37,7 @@ class ModelConfig:
   subsample_channels: int = 64
   fusion_hidden: int = 1024
   vtlp_warp: float = 0.0    # VTLP while training: warp factors in 1 +- vtlp_warp (0: off)
+  tempo_change: float = 0.0  # tempo perturbation while training: rates in 1 +- tempo_change
 
   def __post_init__(self):
     if self.modality not in MODALITIES:
@@ -119,10 +120,12 @@ class SpeechRecognizer(nnx.Module):
 
   def encode_audio(self, audio, audio_len, rngs=None):
     power = power_spectrogram(audio, self.config.features)
+    lengths = feature_lengths(audio_len, self.config.features)
     if rngs is not None and self.config.vtlp_warp:
       power = vtlp(rngs.augment(), power, self.config.vtlp_warp, self.config.features)
+    if rngs is not None and self.config.tempo_change:
+      power, lengths = tempo(rngs.augment(), power, lengths, self.config.tempo_change)
     features = log_mel_from_power(power, self.config.features)
-    lengths = feature_lengths(audio_len, self.config.features)
     features = normalize(features, lengths)
     if rngs is not None and self.config.spec_augment is not None:
       features = spec_augment(rngs.augment(), features, lengths, self.config.spec_augment)
