@@ -134,6 +134,13 @@ def vtlp(key: jax.Array, power: jax.Array, max_warp: float,
   between bins): a new vocal tract length, i.e. a new speaker, for every utterance."""
   alpha = jax.random.uniform(key, (power.shape[0],), minval=1.0 - max_warp,
                              maxval=1.0 + max_warp)
+  return warp_frequencies(power, alpha, config)
+
+
+def warp_frequencies(power: jax.Array, alpha: jax.Array,
+                     config: FeatureConfig = FeatureConfig()) -> jax.Array:
+  """The VTLP warp of ``power (batch, frames, bins)`` by factors ``alpha (batch,)``; at test
+  time, with a factor chosen per speaker, vocal tract length normalization."""
   source = vtlp_source_bins(alpha, power.shape[-1], config.sample_rate)
   low = jnp.clip(jnp.floor(source).astype(jnp.int32), 0, power.shape[-1] - 1)
   high = jnp.minimum(low + 1, power.shape[-1] - 1)
