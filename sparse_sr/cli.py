@@ -16,8 +16,8 @@ FULL_CORPUS = dict(hours=1.0, test_utterances=200, max_words=3, vocab_size=300)
 # 0.1, dropout, SpecAugment) is still far from converged: a CTC-heavy loss aligns the encoder
 # in a few hundred steps, and without dropout or SpecAugment the tiny model fits faster
 # (ablation in the README's speech section).
-QUICK_TRAIN = dict(steps=600, batch_size=16, learning_rate=2e-3, warmup_steps=30,
-                   eval_every=300, checkpoint_every=300)
+QUICK_TRAIN = dict(steps=1000, batch_size=16, learning_rate=2e-3, warmup_steps=30,
+                   eval_every=500, checkpoint_every=500)
 QUICK_RECIPE = dict(ctc_weight=0.9, dropout=0.0, spec_augment="off")
 PAPER_RECIPE = dict(ctc_weight=0.1, dropout=None, spec_augment="on")  # None: the preset's
 VTLN_WARPS = tuple(round(0.8 + 0.05 * k, 2) for k in range(9))   # 0.8 .. 1.2
