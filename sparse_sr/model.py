@@ -42,6 +42,9 @@ class ModelConfig:
   def __post_init__(self):
     if self.modality not in MODALITIES:
       raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+    if self.tempo_change and self.modality != "audio":
+      raise ValueError("tempo perturbation changes the audio's frame rate; it applies to "
+                       "audio-only models, not to modality " + repr(self.modality))
 
   @property
   def uses_audio(self) -> bool:
