@@ -16,10 +16,14 @@ FULL_CORPUS = dict(hours=1.0, test_utterances=200, max_words=3, vocab_size=300)
 # 0.1, dropout, SpecAugment) is still far from converged: a CTC-heavy loss aligns the encoder
 # in a few hundred steps, and without dropout or SpecAugment the tiny model fits faster
 # (ablation in the README's speech section).
-QUICK_TRAIN = dict(steps=600, batch_size=16, learning_rate=2e-3, warmup_steps=30,
-                   eval_every=300, checkpoint_every=300)
+QUICK_TRAIN = dict(steps=1000, batch_size=16, learning_rate=2e-3, warmup_steps=30,
+                   eval_every=500, checkpoint_every=500)
 QUICK_RECIPE = dict(ctc_weight=0.9, dropout=0.0, spec_augment="off")
 PAPER_RECIPE = dict(ctc_weight=0.1, dropout=None, spec_augment="on")  # None: the preset's
+VTLN_WARPS = tuple(round(0.8 + 0.05 * k, 2) for k in range(9))   # 0.8 .. 1.2
+VTLN_HELP = ("also evaluate with test-time vocal tract length normalization: per speaker, "
+             "the frequency warp in 0.8..1.2 under which the best CTC paths are most "
+             "probable (no transcripts used); reported as split NAME_vtln")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,8 +47,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="keep phrases of the N most frequent words; 0: all words "
                       "(espeak; default 300, --quick 200)")
   corpus.add_argument("--no-video", action="store_true", help="skip the synthetic mouth video")
+  corpus.add_argument("--all-voices", action="store_true",
+                      help="espeak: train on every voice variant in the wheel (99) in every "
+                      "English accent (8), not the 24 default variants in en-us and en")
   corpus.add_argument("--holdout-speaker", default="george", help="FSDD speaker kept out "
                       "of training (evaluated as split test_speaker)")
+  corpus.add_argument("--synthetic-digits", type=int, default=0,
+                      help="fsdd: add N espeak-ng digit recordings (random voices, accents, "
+                      "rates, pitches; 8 kHz) to the training split (default 0)")
   corpus.set_defaults(func=cmd_make_corpus)
 
   train = commands.add_parser("train", help="train a Conformer hybrid CTC/attention model")
@@ -70,6 +80,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   train.add_argument("--vtlp", type=float, default=0.0,
                      help="vocal tract length perturbation while training: warp factors "
                      "drawn from 1 +- VTLP per utterance, e.g. 0.15 (default 0: off)")
+  train.add_argument("--n-mels", type=int, default=None,
+                     help="mel bands (default 80, as Auto-AVSR); fewer, wider bands blur "
+                     "the pitch harmonics of individual speakers. SpecAugment's widest "
+                     "frequency mask scales with it")
+  train.add_argument("--tempo", type=float, default=0.0,
+                     help="tempo perturbation while training: speaking rates drawn from "
+                     "1 +- TEMPO per utterance, e.g. 0.1; with --vtlp, speed perturbation "
+                     "(default 0: off)")
   train.add_argument("--label-smoothing", type=float, default=0.1)
   train.add_argument("--eval-every", type=int, default=None)
   train.add_argument("--beam", type=int, default=0,
@@ -78,6 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   train.add_argument("--closed-vocabulary", action="store_true",
                      help="also score closed-vocabulary recognition: the best of the distinct "
                      "training transcripts (e.g. FSDD's ten digit words)")
+  train.add_argument("--vtln", action="store_true", help=VTLN_HELP)
   train.add_argument("--tokenizer", choices=("char", "sentencepiece"), default="char")
   train.add_argument("--mesh", default=None, help="device mesh, e.g. data=2 (default: all "
                      "devices on the data axis)")
@@ -95,6 +114,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="CTC weight in joint decoding")
   evaluate.add_argument("--closed-vocabulary", action="store_true",
                         help="also pick the best of the distinct training transcripts")
+  evaluate.add_argument("--vtln", action="store_true", help=VTLN_HELP)
   evaluate.set_defaults(func=cmd_eval)
 
 
@@ -183,6 +203,8 @@ def cmd_make_corpus(args) -> int:
                  max_words=args.max_words, vocab_size=args.vocab_size)
     settings = {**defaults, **{k: v for k, v in given.items() if v is not None}}
     settings["vocab_size"] = settings["vocab_size"] or None  # 0: every word
+    if args.all_voices:
+      settings.update(train_variants=None, train_accents=corpus.ENGLISH_ACCENTS)
     config = corpus.EspeakCorpusConfig(**settings, video=not args.no_video, seed=args.seed)
     with progress(desc="synthesize") as bar:
       paths = corpus.make_espeak_corpus(args.out, config, progress_bar=bar)
@@ -190,8 +212,14 @@ def cmd_make_corpus(args) -> int:
     cfg = dataclasses.asdict(config)
   elif args.kind == "fsdd":
     source = resolve_data("speech/fsdd", explicit=args.data)
-    paths = corpus.make_fsdd_corpus(source.path, args.out, args.holdout_speaker)
-    data, cfg = source.describe(), {"holdout_speaker": args.holdout_speaker}
+    if args.synthetic_digits < 0:
+      raise ValueError(f"--synthetic-digits must be >= 0, got {args.synthetic_digits}")
+    paths = corpus.make_fsdd_corpus(source.path, args.out, args.holdout_speaker,
+                                    args.synthetic_digits, args.seed)
+    data = source.describe() + (" + espeak-ng synthesized digits (espeakng-loader wheel)"
+                                if args.synthetic_digits else "")
+    cfg = {"holdout_speaker": args.holdout_speaker,
+           "synthetic_digits": args.synthetic_digits}
   else:
     root = Path(args.data) if args.data else corpus.POCKETSPHINX_TESTDATA
     paths = corpus.make_pocketsphinx_corpus(args.out, root)
@@ -261,6 +289,17 @@ def cmd_train(args) -> int:
         decoder=dataclasses.replace(model_config.decoder, dropout=recipe["dropout"]))
   if args.vtlp:
     model_config = dataclasses.replace(model_config, vtlp_warp=args.vtlp)
+  if args.tempo:
+    model_config = dataclasses.replace(model_config, tempo_change=args.tempo)
+  if args.n_mels is not None:
+    if args.n_mels < 8:
+      raise ValueError(f"--n-mels must be at least 8, got {args.n_mels}")
+    base = model_config.features.n_mels
+    model_config = dataclasses.replace(
+        model_config, features=dataclasses.replace(model_config.features, n_mels=args.n_mels),
+        spec_augment=dataclasses.replace(
+            model_config.spec_augment,
+            freq_width=round(model_config.spec_augment.freq_width * args.n_mels / base)))
   if recipe["spec_augment"] == "off":
     model_config = dataclasses.replace(model_config, spec_augment=None)
   defaults = QUICK_TRAIN if args.quick else dict(steps=3000, batch_size=32, learning_rate=2e-3,
@@ -309,6 +348,10 @@ def cmd_train(args) -> int:
       evaluations[name] = evaluate(result["model"], dataset, beam=args.beam, mesh=mesh,
                                    batch_size=train_config.eval_batch_size,
                                    candidates=candidates)
+    if args.vtln:
+      evaluations[f"{name}_vtln"] = evaluate(
+          result["model"], dataset, mesh=mesh, batch_size=train_config.eval_batch_size,
+          candidates=candidates, warps=VTLN_WARPS)
   history = result["history"]
   from flax import nnx
   metrics = {
@@ -373,11 +416,15 @@ def cmd_eval(args) -> int:
   if args.closed_vocabulary:
     candidates = sorted({u.text for u in corpus.read_manifest(data_dir / "train.jsonl")})
   for name, path in _splits(data_dir, args.split).items():
-    metrics[name] = evaluate(model, Dataset(corpus.read_manifest(path), tokenizer, **uses),
-                             beam=args.beam, ctc_weight=args.ctc_weight,
+    dataset = Dataset(corpus.read_manifest(path), tokenizer, **uses)
+    metrics[name] = evaluate(model, dataset, beam=args.beam, ctc_weight=args.ctc_weight,
                              candidates=candidates)
+    if args.vtln:
+      metrics[f"{name}_vtln"] = evaluate(model, dataset, ctc_weight=args.ctc_weight,
+                                         candidates=candidates, warps=VTLN_WARPS)
   _write(Report("speech-eval", f"jaxrepro speech eval --ckpt {workdir}",
-                config={"beam": args.beam, "ctc_weight": args.ctc_weight},
+                config={"beam": args.beam, "ctc_weight": args.ctc_weight,
+                        "vtln_warps": list(VTLN_WARPS) if args.vtln else None},
                 data=str(data_dir.resolve()), metrics=metrics,
                 timings={"seconds": time.perf_counter() - start}), args)
   return 0

@@ -134,12 +134,44 @@ def vtlp(key: jax.Array, power: jax.Array, max_warp: float,
   between bins): a new vocal tract length, i.e. a new speaker, for every utterance."""
   alpha = jax.random.uniform(key, (power.shape[0],), minval=1.0 - max_warp,
                              maxval=1.0 + max_warp)
+  return warp_frequencies(power, alpha, config)
+
+
+def warp_frequencies(power: jax.Array, alpha: jax.Array,
+                     config: FeatureConfig = FeatureConfig()) -> jax.Array:
+  """The VTLP warp of ``power (batch, frames, bins)`` by factors ``alpha (batch,)``; at test
+  time, with a factor chosen per speaker, vocal tract length normalization."""
   source = vtlp_source_bins(alpha, power.shape[-1], config.sample_rate)
   low = jnp.clip(jnp.floor(source).astype(jnp.int32), 0, power.shape[-1] - 1)
   high = jnp.minimum(low + 1, power.shape[-1] - 1)
   frac = (source - low)[:, None, :]
   take = lambda index: jnp.take_along_axis(power, index[:, None, :], axis=-1)
   return take(low) * (1.0 - frac) + take(high) * frac
+
+
+def tempo(key: jax.Array, power: jax.Array, lengths: jax.Array,
+          max_change: float) -> tuple[jax.Array, jax.Array]:
+  """Changes the speaking rate of ``power (batch, frames, bins)`` by a factor drawn uniformly
+  from ``[1 - max_change, 1 + max_change]`` per utterance: output frame ``t`` is input frame
+  ``t * rate`` (linear interpolation between valid frames), so an utterance of ``n`` frames
+  becomes ``floor((n - 1) / rate) + 1`` frames, at most the padded width. Together with
+  :func:`vtlp` this approximates speed perturbation (Ko et al. 2015, "Audio augmentation
+  for speech recognition", Interspeech), which scales time and frequency at once, without
+  resampling waveforms on the host. Returns the warped power and the new lengths."""
+  batch, frames = power.shape[:2]
+  rate = jax.random.uniform(key, (batch,), minval=1.0 - max_change, maxval=1.0 + max_change)
+  last = jnp.maximum(lengths - 1, 0)[:, None]
+  source = jnp.minimum(jnp.arange(frames, dtype=jnp.float32)[None, :] * rate[:, None], last)
+  low = jnp.floor(source).astype(jnp.int32)
+  high = jnp.minimum(low + 1, last)
+  frac = (source - low)[..., None]
+  take = lambda index: jnp.take_along_axis(power, index[..., None], axis=1)
+  warped = take(low) * (1.0 - frac) + take(high) * frac
+  new_lengths = jnp.where(
+      lengths > 0, jnp.floor(last[:, 0] / rate).astype(jnp.int32) + 1, 0)
+  new_lengths = jnp.minimum(new_lengths, frames)
+  valid = jnp.arange(frames)[None, :, None] < new_lengths[:, None, None]
+  return jnp.where(valid, warped, 0.0), new_lengths
 
 
 def feature_lengths(num_samples: jax.Array, config: FeatureConfig = FeatureConfig()) -> jax.Array:

@@ -19,7 +19,7 @@ from sparse_sr.conformer import ConformerConfig, ConformerEncoder, ConvSubsampli
 from sparse_sr.decoder import DecoderConfig, TransformerDecoder
 from sparse_sr.features import (FeatureConfig, SpecAugmentConfig, feature_lengths,
                                 log_mel_from_power, normalize, power_spectrogram, spec_augment,
-                                vtlp)
+                                tempo, vtlp, warp_frequencies)
 from sparse_sr.visual import VisualConfig, VisualFrontEnd
 
 MODALITIES = ("audio", "video", "av")
@@ -37,10 +37,14 @@ class ModelConfig:
   subsample_channels: int = 64
   fusion_hidden: int = 1024
   vtlp_warp: float = 0.0    # VTLP while training: warp factors in 1 +- vtlp_warp (0: off)
+  tempo_change: float = 0.0  # tempo perturbation while training: rates in 1 +- tempo_change
 
   def __post_init__(self):
     if self.modality not in MODALITIES:
       raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+    if self.tempo_change and self.modality != "audio":
+      raise ValueError("tempo perturbation changes the audio's frame rate; it applies to "
+                       "audio-only models, not to modality " + repr(self.modality))
 
   @property
   def uses_audio(self) -> bool:
@@ -117,12 +121,18 @@ class SpeechRecognizer(nnx.Module):
     self.ctc_head = nnx.Linear(d, config.vocab_size, rngs=rngs)
     self.decoder = TransformerDecoder(config.vocab_size, d, config.decoder, rngs=rngs)
 
-  def encode_audio(self, audio, audio_len, rngs=None):
+  def encode_audio(self, audio, audio_len, rngs=None, warp=None):
+    """``warp (batch,)``: fixed frequency warp factors (test-time VTLN, see
+    :func:`sparse_sr.features.warp_frequencies`)."""
     power = power_spectrogram(audio, self.config.features)
+    lengths = feature_lengths(audio_len, self.config.features)
+    if warp is not None:
+      power = warp_frequencies(power, warp, self.config.features)
     if rngs is not None and self.config.vtlp_warp:
       power = vtlp(rngs.augment(), power, self.config.vtlp_warp, self.config.features)
+    if rngs is not None and self.config.tempo_change:
+      power, lengths = tempo(rngs.augment(), power, lengths, self.config.tempo_change)
     features = log_mel_from_power(power, self.config.features)
-    lengths = feature_lengths(audio_len, self.config.features)
     features = normalize(features, lengths)
     if rngs is not None and self.config.spec_augment is not None:
       features = spec_augment(rngs.augment(), features, lengths, self.config.spec_augment)
@@ -131,15 +141,17 @@ class SpeechRecognizer(nnx.Module):
     return self.audio_encoder(x, valid, rngs), valid
 
   def encode(self, batch, rngs=None):
-    """Encoder output; ``rngs`` (streams ``dropout`` and ``augment``) means training."""
+    """Encoder output; ``rngs`` (streams ``dropout`` and ``augment``) means training; an
+    optional ``batch["warp"]`` warps the audio's frequency axis."""
     train = rngs is not None
     if self.config.modality == "audio":
-      return self.encode_audio(batch["audio"], batch["audio_len"], rngs)
+      return self.encode_audio(batch["audio"], batch["audio_len"], rngs, batch.get("warp"))
     x, valid = self.visual(batch["video"], batch["video_len"], train)
     video_out = self.video_encoder(x, valid, rngs)
     if self.config.modality == "video":
       return video_out, valid
-    audio_out, audio_valid = self.encode_audio(batch["audio"], batch["audio_len"], rngs)
+    audio_out, audio_valid = self.encode_audio(batch["audio"], batch["audio_len"], rngs,
+                                               batch.get("warp"))
     frames = video_out.shape[1]  # audio is padded to whole video frames: same rate and count
     audio_out, audio_valid = audio_out[:, :frames], audio_valid[:, :frames]
     valid = valid | audio_valid

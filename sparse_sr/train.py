@@ -116,15 +116,25 @@ def init_model(config: ModelConfig, seed: int) -> SpeechRecognizer:
 def evaluate(model: SpeechRecognizer, dataset: Dataset, *, batch_size: int = 32,
              beam: int = 0, ctc_weight: float = 0.3, mesh: Mesh | None = None,
              max_utterances: int | None = None,
-             candidates: Sequence[str] | None = None) -> dict[str, Any]:
+             candidates: Sequence[str] | None = None,
+             warps: Sequence[float] | None = None) -> dict[str, Any]:
   """WER/CER of greedy CTC, greedy attention decoding, joint CTC/attention beam search
   when ``beam > 0``, and closed-vocabulary recognition (the best-scoring of ``candidates``
-  under the hybrid model) when given, on ``dataset``."""
+  under the hybrid model) when given, on ``dataset``.
+
+  ``warps`` (e.g. ``0.8, 0.85, ..., 1.2``) turns on vocal tract length normalization at test
+  time (Lee & Rose 1998, IEEE TSAP 6(1), "A frequency warping approach to speaker
+  normalization"): every utterance is decoded under each frequency warp factor, and each
+  speaker gets the factor under which the best CTC paths of all their utterances are most
+  probable (no transcript is used). Results are those under the chosen factors, listed in
+  ``result["vtln"]``; beam search is then not available.
+  """
+  if warps and beam:
+    raise ValueError("test-time VTLN (warps) decodes greedily; use beam=0")
   tokenizer = dataset.tokenizer
   graphdef, state = nnx.split(model)
   padding = Padding.for_dataset(dataset, 1)
   encode = _eval_fn(graphdef, padding.token_width + 1)
-
   decoder_fn = decoder_log_prob_fn(model) if beam else None
   if candidates:
     candidates = sorted(set(candidates))
@@ -134,40 +144,58 @@ def evaluate(model: SpeechRecognizer, dataset: Dataset, *, batch_size: int = 32,
       cand_tokens[i, :len(ids)] = ids
     cand_len = np.asarray([len(ids) for ids in encoded], np.int32)
     scorer = _candidate_fn(graphdef, ctc_weight)
-  refs, greedy, attention, beamed, closed = [], [], [], [], []
-  count = 0
-  for batch in eval_batches(dataset, batch_size, padding):
-    ok = batch["valid"]
-    device_batch = {k: v for k, v in batch.items() if k != "index"}
-    if mesh is not None:
-      device_batch = shard_batch(device_batch, mesh)
-    memory, valid, log_probs, att_ids = jax.device_get(encode(state, device_batch))
-    hyps = greedy_ctc(log_probs, valid)
-    if candidates:
-      choice = np.argmin(np.asarray(scorer(state, memory, valid, cand_tokens, cand_len)), 1)
-    for j in np.flatnonzero(ok):
-      if max_utterances is not None and count >= max_utterances:
-        break
-      count += 1
-      refs.append(dataset.utterances[int(batch["index"][j])].text)
-      greedy.append(tokenizer.decode(hyps[j]))
-      attention.append(tokenizer.decode(strip_eos(att_ids[j])))
+
+  def decode_all(warp: float | None) -> dict[int, dict[str, Any]]:
+    """Hypotheses of every utterance (by index) under one warp factor (None: none)."""
+    out = {}
+    for batch in eval_batches(dataset, batch_size, padding):
+      device_batch = {k: v for k, v in batch.items() if k != "index"}
+      if warp is not None:
+        device_batch["warp"] = np.full(len(batch["valid"]), warp, np.float32)
+      if mesh is not None:
+        device_batch = shard_batch(device_batch, mesh)
+      memory, valid, log_probs, att_ids = jax.device_get(encode(state, device_batch))
+      hyps = greedy_ctc(log_probs, valid)
+      best_path = np.sum(np.max(log_probs, -1) * valid, -1)
       if candidates:
-        closed.append(candidates[int(choice[j])])
-      if beam:
-        ids = beam_search(model, memory[j:j + 1], valid[j:j + 1], log_probs[j][valid[j]],
-                          beam=beam, ctc_weight=ctc_weight, decoder_fn=decoder_fn)
-        beamed.append(tokenizer.decode(ids))
-  result = {"utterances": len(refs), "greedy_ctc": error_rates(refs, greedy),
-            "greedy_attention": error_rates(refs, attention)}
-  if beam:
-    result[f"beam{beam}"] = error_rates(refs, beamed)
-  if candidates:
-    result["closed_vocabulary"] = error_rates(refs, closed)
-  result["examples"] = [{"ref": r, "greedy_ctc": g, "greedy_attention": a}
-                        | ({"beam": b} if beam else {})
-                        for r, g, a, b in zip(refs[:5], greedy[:5], attention[:5],
-                                              (beamed or greedy)[:5])]
+        choice = np.argmin(np.asarray(scorer(state, memory, valid, cand_tokens, cand_len)), 1)
+      for j in np.flatnonzero(batch["valid"]):
+        item = {"greedy_ctc": tokenizer.decode(hyps[j]), "best_path": float(best_path[j]),
+                "greedy_attention": tokenizer.decode(strip_eos(att_ids[j]))}
+        if candidates:
+          item["closed_vocabulary"] = candidates[int(choice[j])]
+        if beam:
+          item["beam"] = tokenizer.decode(beam_search(
+              model, memory[j:j + 1], valid[j:j + 1], log_probs[j][valid[j]], beam=beam,
+              ctc_weight=ctc_weight, decoder_fn=decoder_fn))
+        out[int(batch["index"][j])] = item
+    return out
+
+  chosen = {}
+  if warps:
+    by_warp = {float(w): decode_all(float(w)) for w in warps}
+    speakers = sorted({u.speaker for u in dataset.utterances})
+    for speaker in speakers:
+      members = [i for i, u in enumerate(dataset.utterances) if u.speaker == speaker]
+      chosen[speaker] = max(by_warp, key=lambda w: sum(by_warp[w][i]["best_path"]
+                                                       for i in members))
+    decoded = {i: by_warp[chosen[u.speaker]][i] for i, u in enumerate(dataset.utterances)}
+  else:
+    decoded = decode_all(None)
+  order = [i for i in np.argsort(dataset.durations(), kind="stable")][:max_utterances]
+  refs = [dataset.utterances[i].text for i in order]
+  hyps = {kind: [decoded[i][kind] for i in order] for kind in decoded[order[0]]
+          if kind != "best_path"}
+  result = {"utterances": len(refs)}
+  for kind in ("greedy_ctc", "greedy_attention", "beam", "closed_vocabulary"):
+    if kind in hyps:
+      result[f"beam{beam}" if kind == "beam" else kind] = error_rates(refs, hyps[kind])
+  if warps:
+    result["vtln"] = chosen
+  result["examples"] = [{"ref": refs[k], "greedy_ctc": hyps["greedy_ctc"][k],
+                         "greedy_attention": hyps["greedy_attention"][k]}
+                        | ({"beam": hyps["beam"][k]} if beam else {})
+                        for k in range(min(5, len(refs)))]
   return result
 
 

@@ -133,6 +133,8 @@ TRAIN_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "f1", "f2", "f3", "klatt",
                   "john", "linda", "max", "michel", "steph")
 TEST_VARIANTS = ("m7", "f4", "klatt2", "anika", "benjamin")
 LANGUAGES = ("en-us", "en")
+ENGLISH_ACCENTS = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan",
+                   "en-gb-x-gbcwmd", "en-us-nyc")   # every English accent espeak-ng ships
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,11 +149,23 @@ class EspeakCorpusConfig:
   gain: tuple[float, float] = (0.3, 1.0)
   video: bool = True
   seed: int = 0
+  # training voices: None is every variant in the wheel but the test ones (104 - 5)
+  train_variants: tuple[str, ...] | None = TRAIN_VARIANTS
+  train_accents: tuple[str, ...] = LANGUAGES   # the test split speaks LANGUAGES
+
+  def training_variants(self) -> tuple[str, ...]:
+    if self.train_variants is not None:
+      return self.train_variants
+    from sparse_sr.data.espeak import available_variants
+    return tuple(v for v in available_variants() if v not in TEST_VARIANTS)
 
 
-def _noisy(audio: np.ndarray, rng: np.random.Generator, config: EspeakCorpusConfig):
-  lead = np.zeros(int(rng.uniform(0.05, 0.2) * SAMPLE_RATE), np.float32)
-  tail = np.zeros(int(rng.uniform(0.05, 0.2) * SAMPLE_RATE), np.float32)
+def _noisy(audio: np.ndarray, rng: np.random.Generator, config: EspeakCorpusConfig,
+           sample_rate: int = SAMPLE_RATE, pause: tuple[float, float] = (0.05, 0.2)):
+  """Adds silence (``pause`` seconds) at both ends, white noise at a random SNR and a
+  random gain; returns the audio and where the speech starts."""
+  lead = np.zeros(int(rng.uniform(*pause) * sample_rate), np.float32)
+  tail = np.zeros(int(rng.uniform(*pause) * sample_rate), np.float32)
   audio = np.concatenate([lead, audio, tail])
   power = np.mean(audio ** 2) + 1e-12
   snr = rng.uniform(*config.snr_db)
@@ -162,16 +176,22 @@ def _noisy(audio: np.ndarray, rng: np.random.Generator, config: EspeakCorpusConf
 
 def synthesize_utterances(phrases, variants, count: int | None, hours: float | None,
                           out_dir: Path, prefix: str, config: EspeakCorpusConfig,
-                          rng: np.random.Generator, progress_bar=None) -> Iterator[Utterance]:
-  """Speaks phrases until ``count`` utterances or ``hours`` of audio are written."""
+                          rng: np.random.Generator, progress_bar=None,
+                          languages: tuple[str, ...] = LANGUAGES) -> Iterator[Utterance]:
+  """Speaks phrases until ``count`` utterances or ``hours`` of audio are written.
+
+  Each utterance draws from its own generator seeded by ``rng``: espeak-ng's waveform
+  lengths vary slightly between calls, and must not shift the texts and voices that follow."""
   from sparse_sr.data.espeak import Voice, synthesize
   from sparse_sr.data.video import MouthStyle, render_video
   styles = {}
   total, i = 0.0, 0
+  parent = rng
   while (count is not None and i < count) or (hours is not None and total < hours * 3600):
+    rng = np.random.default_rng(int(parent.integers(2 ** 62)))
     text = phrases[int(rng.integers(len(phrases)))]
     variant = variants[int(rng.integers(len(variants)))]
-    voice = Voice(LANGUAGES[int(rng.integers(len(LANGUAGES)))], variant,
+    voice = Voice(languages[int(rng.integers(len(languages)))], variant,
                   int(rng.integers(config.rate[0], config.rate[1] + 1)),
                   int(rng.integers(config.pitch[0], config.pitch[1] + 1)))
     speech = synthesize(text, voice, SAMPLE_RATE)
@@ -200,14 +220,19 @@ def synthesize_utterances(phrases, variants, count: int | None, hours: float | N
 def make_espeak_corpus(out_dir: str | os.PathLike,
                        config: EspeakCorpusConfig = EspeakCorpusConfig(),
                        progress_bar=None) -> dict[str, Path]:
-  """Writes ``train.jsonl`` (training voices) and ``test.jsonl`` (held-out voices)."""
+  """Writes ``train.jsonl`` (training voices) and ``test.jsonl`` (held-out voices).
+
+  The two splits draw from separate random streams, so the test split depends only on the
+  seed, the text and the test voices, not on how the training split is made."""
   out_dir = Path(out_dir)
-  rng = np.random.default_rng(config.seed)
   phrases = topic_phrases(config.max_words, config.vocab_size, config.seed)
-  train = list(synthesize_utterances(phrases, TRAIN_VARIANTS, None, config.hours, out_dir,
-                                     "train", config, rng, progress_bar))
+  train = list(synthesize_utterances(phrases, config.training_variants(), None, config.hours,
+                                     out_dir, "train", config,
+                                     np.random.default_rng([config.seed, 0]), progress_bar,
+                                     config.train_accents))
   test = list(synthesize_utterances(phrases, TEST_VARIANTS, config.test_utterances, None,
-                                    out_dir, "test", config, rng, progress_bar))
+                                    out_dir, "test", config,
+                                    np.random.default_rng([config.seed, 1]), progress_bar))
   return {"train": write_manifest(out_dir / "train.jsonl", train),
           "test": write_manifest(out_dir / "test.jsonl", test)}
 
@@ -237,11 +262,45 @@ def fsdd_utterances(root: str | os.PathLike) -> list[tuple[Utterance, int]]:
   return out
 
 
+FSDD_SAMPLE_RATE = 8000
+DIGIT_VOICES = dict(rate=(110, 230), pitch=(10, 90))
+
+
+def synthesize_digits(out_dir: str | os.PathLike, count: int, seed: int = 0,
+                      sample_rate: int = FSDD_SAMPLE_RATE) -> list[Utterance]:
+  """``count`` FSDD-like recordings of single digit words spoken by espeak-ng: each in a
+  random voice (every variant shipped in the wheel, in every English accent, random rate
+  and pitch), with noise, gain and short pauses, at FSDD's 8 kHz (the same band limit as
+  the human recordings). Training data from many more "speakers" than FSDD has."""
+  from sparse_sr.data.espeak import Voice, available_variants, synthesize
+  out_dir = Path(out_dir)
+  rng = np.random.default_rng([seed, 8000])
+  variants = available_variants()
+  config = EspeakCorpusConfig(seed=seed)
+  utterances = []
+  for i in range(count):
+    digit = int(rng.integers(10))
+    voice = Voice(ENGLISH_ACCENTS[int(rng.integers(len(ENGLISH_ACCENTS)))],
+                  variants[int(rng.integers(len(variants)))],
+                  int(rng.integers(DIGIT_VOICES["rate"][0], DIGIT_VOICES["rate"][1] + 1)),
+                  int(rng.integers(DIGIT_VOICES["pitch"][0], DIGIT_VOICES["pitch"][1] + 1)))
+    speech = synthesize(DIGIT_WORDS[digit], voice, sample_rate)
+    audio, _ = _noisy(speech.audio, rng, config, sample_rate, pause=(0.0, 0.1))
+    wav = out_dir / "espeak_digits" / f"{digit}_espeak_{i:05d}.wav"
+    write_wav(wav, audio, sample_rate)
+    utterances.append(Utterance(wav.stem, wav.resolve(), DIGIT_WORDS[digit],
+                                f"espeak:{voice.name}", len(audio) / sample_rate))
+  return utterances
+
+
 def make_fsdd_corpus(root: str | os.PathLike, out_dir: str | os.PathLike,
-                     holdout_speaker: str = "george") -> dict[str, Path]:
-  """Manifests over FSDD in place: ``train`` (indices 5-49, not the held-out speaker),
-  ``test`` (official split, indices 0-4, every speaker), ``test_speaker`` (every recording
-  of the held-out speaker, who is never heard in training)."""
+                     holdout_speaker: str = "george", synthetic_digits: int = 0,
+                     seed: int = 0) -> dict[str, Path]:
+  """Manifests over FSDD in place: ``train`` (indices 5-49, not the held-out speaker, plus
+  ``synthetic_digits`` espeak-ng digit recordings written to ``out_dir``, see
+  :func:`synthesize_digits`), ``test`` (official split, indices 0-4, every speaker),
+  ``test_speaker`` (every recording of the held-out speaker, who is never heard in
+  training)."""
   items = fsdd_utterances(root)
   speakers = sorted({u.speaker for u, _ in items})
   if holdout_speaker not in speakers:
@@ -249,7 +308,8 @@ def make_fsdd_corpus(root: str | os.PathLike, out_dir: str | os.PathLike,
   out_dir = Path(out_dir)
   splits = {
       "train": [u for u, i in items if i not in FSDD_TEST_INDICES
-                and u.speaker != holdout_speaker],
+                and u.speaker != holdout_speaker]
+      + (synthesize_digits(out_dir, synthetic_digits, seed) if synthetic_digits else []),
       "test": [u for u, i in items if i in FSDD_TEST_INDICES],
       "test_speaker": [u for u, _ in items if u.speaker == holdout_speaker],
   }

@@ -19,19 +19,24 @@ def test_make_corpus_train_eval(tmp_path, capsys):
   run = tmp_path / "run"
   assert main(["--quiet", "speech", "train", "--data", str(corpus_dir), "--model",
                "conformer-nano", "--steps", "2", "--batch-size", "2", "--eval-every", "2",
-               "--vtlp", "0.1", "--spec-augment", "off", "--workdir", str(run), "--out", str(tmp_path / "out"),
+               "--vtlp", "0.1", "--tempo", "0.1", "--n-mels", "40", "--spec-augment", "off",
+               "--workdir", str(run), "--out", str(tmp_path / "out"),
                "--json", str(tmp_path / "train.json")]) == 0
   report = json.loads((tmp_path / "train.json").read_text())
   assert report["metrics"]["steps"] == 2
   assert report["config"]["model"]["vtlp_warp"] == 0.1
+  assert report["config"]["model"]["tempo_change"] == 0.1
+  assert report["config"]["model"]["features"]["n_mels"] == 40
   assert report["config"]["model"]["spec_augment"] is None
   assert report["config"]["train"]["ctc_weight"] == 0.1   # Auto-AVSR's without --quick
   assert report["metrics"]["eval"]["test"]["utterances"] == 2
   assert (tmp_path / "out" / "loss.png").is_file() and (run / "metrics.jsonl").is_file()
-  assert main(["--quiet", "speech", "eval", "--ckpt", str(run), "--json",
+  assert main(["--quiet", "speech", "eval", "--ckpt", str(run), "--vtln", "--json",
                str(tmp_path / "eval.json")]) == 0
   evaluated = json.loads((tmp_path / "eval.json").read_text())
   assert evaluated["metrics"]["step"] == 2
+  assert set(evaluated["metrics"]["test_vtln"]["vtln"].values()) <= set(
+      evaluated["config"]["vtln_warps"])
   # the saved model reproduces the training run's own final evaluation
   assert (evaluated["metrics"]["test"]["greedy_ctc"]
           == report["metrics"]["eval"]["test"]["greedy_ctc"])

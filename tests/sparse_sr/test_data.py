@@ -1,5 +1,6 @@
 """espeak-ng synthesis, corpora, manifests, loaders: determinism, resumption, errors."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -56,6 +57,30 @@ def test_espeak_corpus_has_held_out_voices_and_aligned_video(tiny_corpus):
     video = np.load(u.video)
     assert rate == 16000 and abs(len(audio) / rate - u.duration) < 1e-3
     assert video.shape == (int(np.ceil(len(audio) * FPS / rate)), 44, 44)
+
+
+def test_test_split_does_not_depend_on_the_training_voices(tmp_path):
+  config = corpus.EspeakCorpusConfig(hours=0.001, test_utterances=3, video=False, seed=5)
+  a = corpus.make_espeak_corpus(tmp_path / "a", config)
+  b = corpus.make_espeak_corpus(tmp_path / "b", dataclasses.replace(
+      config, train_variants=None, train_accents=corpus.ENGLISH_ACCENTS))
+  described = lambda path: [(u.text, u.speaker) for u in corpus.read_manifest(path)]
+  assert described(a["test"]) == described(b["test"])
+  assert described(a["train"]) != described(b["train"])
+  every = dataclasses.replace(config, train_variants=None).training_variants()
+  assert len(every) > 90 and not set(every) & set(corpus.TEST_VARIANTS)
+
+
+def test_synthesized_digits_look_like_fsdd(tmp_path):
+  utterances = corpus.synthesize_digits(tmp_path, 12, seed=2)
+  assert len(utterances) == 12 and len({u.speaker for u in utterances}) > 6
+  for u in utterances:
+    audio, rate = read_wav(u.audio)
+    assert rate == corpus.FSDD_SAMPLE_RATE and abs(len(audio) / rate - u.duration) < 1e-3
+    assert u.text == corpus.DIGIT_WORDS[int(u.audio.name[0])]
+    assert u.speaker.startswith("espeak:") and 0.2 < u.duration < 2.0
+  # resampled to the model's rate like FSDD's own 8 kHz recordings
+  assert read_wav(utterances[0].audio, 16000)[1] == 16000
 
 
 def test_topic_phrases_are_real_text():
@@ -158,6 +183,12 @@ def test_fsdd_splits_hold_out_a_speaker(tmp_path):
   test = corpus.read_manifest(paths["test"])
   held = corpus.read_manifest(paths["test_speaker"])
   assert (len(train), len(test), len(held)) == (5 * 450, 300, 500)
+  with_synthetic = corpus.make_fsdd_corpus(FSDD, tmp_path / "s", holdout_speaker="theo",
+                                          synthetic_digits=20)
+  train_s = corpus.read_manifest(with_synthetic["train"])
+  assert len(train_s) == 5 * 450 + 20
+  assert sum(u.speaker.startswith("espeak:") for u in train_s) == 20
+  assert corpus.read_manifest(with_synthetic["test_speaker"]) == held
   assert "theo" not in {u.speaker for u in train} and {u.speaker for u in held} == {"theo"}
   audio, rate = read_wav(train[0].audio, 16000)
   assert rate == 16000 and abs(len(audio) / 16000 - train[0].duration) < 0.01

@@ -7,7 +7,7 @@ import pytest
 
 from sparse_sr.features import (FeatureConfig, SpecAugmentConfig, feature_lengths, log_mel,
                                 mel_filterbank, normalize, power_spectrogram, spec_augment,
-                                vtlp, vtlp_source_bins)
+                                tempo, vtlp, vtlp_source_bins)
 
 librosa = pytest.importorskip("librosa")
 
@@ -47,6 +47,9 @@ def test_normalize_ignores_padding():
   np.testing.assert_allclose(a, b[:, :30], atol=1e-6)
   assert np.all(np.asarray(b[:, 30:]) == 0)
   np.testing.assert_allclose(np.asarray(a).mean(axis=1), 0, atol=1e-5)
+  # the same as numpy's per-utterance, per-band standardization of the valid frames
+  reference = (x - x.mean(axis=1, keepdims=True)) / np.sqrt(x.var(axis=1, keepdims=True) + 1e-5)
+  np.testing.assert_allclose(a, reference, atol=1e-5)
 
 
 def test_spec_augment_masks_bands_within_utterances():
@@ -91,3 +94,25 @@ def test_vtlp_moves_a_tone_within_the_warp_range_and_is_identity_without_warp():
            for k in range(8)]
   assert all(32 * 0.8 - 1 <= p <= 32 * 1.2 + 1 for p in peaks)
   assert len(set(peaks)) > 2   # factors differ from key to key
+
+
+def test_tempo_resamples_time_within_the_valid_frames():
+  frames, bins = 40, 3
+  ramp = np.broadcast_to(np.arange(frames, dtype=np.float32)[None, :, None], (2, frames, bins))
+  lengths = jnp.asarray([30, 12])
+  padded = np.where(np.arange(frames)[None, :, None] < np.asarray(lengths)[:, None, None],
+                    ramp, 99.0)   # padding that must never be read
+  key = jax.random.key(3)
+  out, new = tempo(key, jnp.asarray(padded), lengths, 0.2)
+  rate = np.asarray(jax.random.uniform(key, (2,), minval=0.8, maxval=1.2))
+  new = np.asarray(new)
+  np.testing.assert_array_equal(new, np.minimum(np.floor((np.asarray(lengths) - 1) / rate) + 1,
+                                                frames).astype(int))
+  for i in range(2):
+    # a linear ramp stays linear: frame t reads input time t * rate, inside the utterance
+    expected = np.minimum(np.arange(new[i]) * rate[i], int(lengths[i]) - 1)
+    np.testing.assert_allclose(np.asarray(out)[i, :new[i], 0], expected, rtol=1e-5, atol=1e-4)
+    assert np.all(np.asarray(out)[i, new[i]:] == 0)
+  same, same_len = tempo(key, jnp.asarray(padded), lengths, 0.0)
+  np.testing.assert_array_equal(same_len, lengths)
+  np.testing.assert_array_equal(np.asarray(same)[0, :30], ramp[0, :30])

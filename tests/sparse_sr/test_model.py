@@ -5,6 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from sparse_sr.conformer import ConformerConfig, rotary
@@ -89,3 +90,9 @@ def test_presets_scale_to_the_paper_size():
   count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
   assert 150e6 < count < 300e6  # 12 x d=768 Conformer + 6-layer decoder
   assert model_config_from_dict(dataclasses.asdict(base)) == base
+
+
+def test_tempo_perturbation_is_for_audio_only_models():
+  assert preset("conformer-nano", 40, tempo_change=0.1).tempo_change == 0.1
+  with pytest.raises(ValueError, match="audio-only"):
+    preset("conformer-nano", 40, "av", tempo_change=0.1)

@@ -110,3 +110,32 @@ print(jax.tree.leaves(two["params"])[0].sharding.mesh.shape)
   one, two = eval(out[-2].replace("] [", "], ["))
   np.testing.assert_allclose(one, two, rtol=1e-4)
   assert "('data', 2)" in out[-1]
+
+
+def test_vtln_gives_each_speaker_the_warp_of_most_probable_best_paths(data):
+  import jax
+  from flax import nnx
+  from sparse_sr.data.loader import collate
+  from sparse_sr.model import SpeechRecognizer
+  _, test_set = data
+  model = SpeechRecognizer(ModelConfig(vocab_size=CharTokenizer().vocab_size, **NANO),
+                           rngs=nnx.Rngs(0))
+  warps = (0.8, 1.0, 1.2)
+  result = evaluate(model, test_set, batch_size=2, warps=warps)
+  # brute force: one utterance at a time, the summed per-frame maximum log-probability
+  totals = {}
+  for i, u in enumerate(test_set.utterances):
+    batch = collate([test_set.load(i)])
+    for w in warps:
+      memory, valid = model.encode({"audio": batch["audio"], "audio_len": batch["audio_len"],
+                                    "warp": np.asarray([w], np.float32)})
+      log_probs = jax.nn.log_softmax(model.ctc_logits(memory))
+      best = float(np.sum(np.max(np.asarray(log_probs), -1) * np.asarray(valid)))
+      totals[u.speaker, w] = totals.get((u.speaker, w), 0.0) + best
+  speakers = {u.speaker for u in test_set.utterances}
+  assert result["vtln"] == {s: max(warps, key=lambda w: totals[s, w]) for s in speakers}
+  # a warp of 1 everywhere is no warp at all
+  plain, unit = evaluate(model, test_set, batch_size=2), evaluate(model, test_set, batch_size=2,
+                                                                  warps=(1.0,))
+  assert plain["greedy_ctc"] == unit["greedy_ctc"]
+  assert plain["greedy_attention"] == unit["greedy_attention"]
