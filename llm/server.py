@@ -215,8 +215,8 @@ def make_handler(engine: Engine) -> type[BaseHTTPRequestHandler]:
   class Handler(BaseHTTPRequestHandler):
     server_version = "jaxrepro-llm/0.1"
 
-    def log_message(self, format, *args):  # quiet: the CLI prints its own line per request
-      pass
+    def log_message(self, format, *args):
+      """Silent: the CLI prints its own line per request."""
 
     def _send(self, status: int, payload: dict[str, Any]) -> None:
       data = json.dumps(payload).encode()
