@@ -75,24 +75,28 @@ def _profile_speed(cat, quick):
 
 
 def _nuts_sampler(model, args, laplace, chains, warmup, draws, seed, vectorized=False):
-  """NUTS as ``cosmo.bayes.run_nuts`` runs it (dense mass adapted from the Laplace
-  covariance, every chain from the mode, warm-up then draws), written as one jitted
-  ``lax.scan`` over numpyro's NUTS kernel so that one compilation serves repeated, timed runs
-  (``MCMC.run`` re-traces its loop on every call). Chains run one after another
+  """NUTS as ``cosmo.bayes.run_nuts`` runs it (dense mass adapted in coordinates whitened
+  by the Laplace covariance, every chain from the mode, warm-up then draws), written as one
+  jitted ``lax.scan`` over numpyro's NUTS kernel so that one compilation serves repeated,
+  timed runs (``MCMC.run`` re-traces its loop on every call). Chains run one after another
   (``lax.map``) or, ``vectorized``, in lockstep (``vmap``, numpyro's
   ``chain_method="vectorized"``). Returns () -> (constrained draws {site: (chains, warmup +
   draws)}, leapfrog steps per iteration (chains, warmup + draws))."""
   from numpyro.infer.util import constrain_fn
 
-  from cosmo.bayes import nuts_kernel
-  kernel = nuts_kernel(laplace)  # on the potential: numpyro's model initialisation is slow
-  state = kernel.init(jax.random.key(seed), warmup, laplace.mode)
+  from cosmo.bayes import nuts_kernel, whiten
+  whitened = whiten(laplace)
+  kernel = nuts_kernel(whitened)
+  state = kernel.init(jax.random.key(seed), warmup,
+                      jnp.zeros(whitened.dimension, next(iter(laplace.mode.values())).dtype))
   state = jax.vmap(lambda k: state._replace(rng_key=k))(jax.random.split(state.rng_key, chains))
 
   def chain(state):
     def step(s, _):
       s = kernel.sample(s, (), {})
-      return s, ({k: v[0] for k, v in constrain_fn(model, args, {}, s.z).items()}, s.num_steps)
+      draw = constrain_fn(model, args, {}, whitened.to_unconstrained(s.z),
+                          return_deterministic=True)
+      return s, ({k: v[0] for k, v in draw.items()}, s.num_steps)
     return jax.lax.scan(step, state, None, length=warmup + draws)[1]
 
   run = jax.jit(lambda s: jax.vmap(chain)(s) if vectorized else jax.lax.map(chain, s))
@@ -138,7 +142,7 @@ def _emcee_run(model, args, laplace, walkers, burn, steps, seed, repeats):
   flat_mode, unravel = ravel_pytree(laplace.mode)
   log_prob = jax.jit(jax.vmap(lambda v: -laplace.potential_fn(unravel(v))))
   constrain = jax.jit(jax.vmap(lambda v: {k: x[0] for k, x in
-                                          constrain_fn(model, args, {}, unravel(v)).items()}))
+                                          constrain_fn(model, args, {}, unravel(v), return_deterministic=True).items()}))
   rng = np.random.default_rng(seed)
   p0 = np.asarray(flat_mode) + rng.standard_normal((walkers, flat_mode.size)) @ np.linalg.cholesky(
       laplace.covariance).T
@@ -178,7 +182,7 @@ def _potential_cost(catalogues, repeats):
   from jax.flatten_util import ravel_pytree
   from numpyro.infer.util import potential_energy
 
-  from cosmo.bayes import model_args, omegam_model
+  from cosmo.bayes import centred_intercept_name, model_args, omegam_model
   from cosmo.catalogues import Catalogue
   from cosmo.distances import comoving_distance, interpolation_plan
   from cosmo.likelihoods import get_probe
@@ -187,7 +191,9 @@ def _potential_cost(catalogues, repeats):
     model = functools.partial(omegam_model, get_probe(name))
     for dtype in (np.float64, np.float32):
       args = model_args(Catalogue(*(np.asarray(a, dtype) for a in cat)))
-      point = {k: jnp.full((1,), 0.1, dtype) for k in ("omega_m",) + get_probe(name).nuisance_names}
+      probe = get_probe(name)
+      point = {k: jnp.full((1,), 0.1, dtype) for k in
+               ("omega_m", centred_intercept_name(probe)) + probe.nuisance_names[1:]}
       flat, unravel = ravel_pytree(point)
       value_and_grad = jax.jit(jax.value_and_grad(
           lambda x: potential_energy(model, args, {}, unravel(x))))
@@ -202,14 +208,14 @@ def _potential_cost(catalogues, repeats):
 
 
 def _nuts_vs_emcee(probe_name, cat, *, warmup, draws, emcee_steps, walker_counts, repeats,
-                   with_vectorized, seed=0):
+                   with_vectorized, omega_range=(0.0, 2.0), seed=0):
   """ESS per second of NUTS and emcee on one posterior, measured the same way for both:
   numpyro's effective_sample_size of every site's constrained draws (NUTS chains, emcee
   walkers as chains), the minimum over sites; time = warm-up / burn-in + sampling after
   compilation (median of repeated runs), with the same warm-up fraction for both."""
   from numpyro.infer.util import unconstrain_fn
 
-  from cosmo.bayes import laplace_approximation, model_args, omegam_model
+  from cosmo.bayes import centred_init, laplace_approximation, model_args, omegam_model
   from cosmo.catalogues import Catalogue
   from cosmo.distances import log10_luminosity_distance_cm
   from cosmo.likelihoods import get_probe
@@ -221,10 +227,10 @@ def _nuts_vs_emcee(probe_name, cat, *, warmup, draws, emcee_steps, walker_counts
                                log10_luminosity_distance_cm(jcat.z, 0.5)).x
   init = {"omega_m": 0.5, **dict(zip(probe.nuisance_names, np.asarray(start_nu).tolist()))}
   model = functools.partial(omegam_model, probe)
-  args = model_args(cat)
+  args = model_args(cat, omega_range=omega_range)
   start = time.perf_counter()
-  laplace = laplace_approximation(
-      model, args, unconstrain_fn(model, args, {}, {k: jnp.asarray([v]) for k, v in init.items()}))
+  init = centred_init(probe, args, {k: jnp.asarray([v]) for k, v in init.items()})
+  laplace = laplace_approximation(model, args, unconstrain_fn(model, args, {}, init))
   laplace_s = time.perf_counter() - start
   chains = 4
   nuts = _nuts_run(model, args, laplace, chains, warmup, draws, seed, repeats)
@@ -233,7 +239,8 @@ def _nuts_vs_emcee(probe_name, cat, *, warmup, draws, emcee_steps, walker_counts
           for w in walker_counts]
   best = max(runs, key=lambda r: r["ess_per_s"])
   result = {
-      "posterior": f"{probe_name}, n={cat.z.size}: Omega_m ~ U(0, 2), cosmo.bayes.PRIORS",
+      "posterior": f"{probe_name}, n={cat.z.size}: Omega_m ~ U{tuple(omega_range)}, "
+                   "cosmo.bayes.PRIORS",
       "sites": list(laplace.sites),
       "laplace_seconds": laplace_s,
       "nuts": nuts, "emcee": best, "emcee_all_walker_counts": runs,

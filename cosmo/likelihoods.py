@@ -90,22 +90,37 @@ def sne_init(cat: Catalogue, log10_dl: jax.Array, weights: jax.Array) -> jax.Arr
   return jnp.array([jnp.sum(w * (cat.y - 5.0 * (log10_dl - _LOG10_10PC_CM))) / jnp.sum(w)])
 
 
+def qso_distance_slope(nuisance: jax.Array) -> jax.Array:
+  return 2.0 * (nuisance[1] - 1.0)
+
+
+def grb_distance_slope(nuisance: jax.Array) -> jax.Array:
+  return 2.0 * nuisance[1]
+
+
+def sne_distance_slope(nuisance: jax.Array) -> jax.Array:
+  return jnp.full_like(nuisance[0], 5.0)
+
+
 class Probe(NamedTuple):
-  """A likelihood: its nuisances, ``predict`` -> (mean, variance) of y, a warm start, a mock truth."""
+  """A likelihood: its nuisances (the intercept first), ``predict`` -> (mean, variance) of y,
+  a warm start, a mock truth, and ``distance_slope``: d mean / d log10 d_L given the
+  nuisances (it does not depend on the intercept)."""
   name: str
   nuisance_names: tuple[str, ...]
   predict: Callable[[jax.Array, jax.Array, Catalogue], tuple[jax.Array, jax.Array]]
   initial_nuisance: Callable[[Catalogue, jax.Array, jax.Array], jax.Array]
   mock_truth: tuple[float, ...]  # nuisances of the embedded mock catalogue
+  distance_slope: Callable[[jax.Array], jax.Array]
 
 
 PROBE_DEFS = {
     # Truths near the fits to the real catalogues (Lusso 2020; Konus-Wind; Pantheon+ with H0 = 70).
     "qso": Probe("qso", ("beta_30.5", "gamma", "ln_delta"), qso_predict, qso_init,
-                 (26.71, 0.62, float(np.log(0.23)))),
+                 (26.71, 0.62, float(np.log(0.23))), qso_distance_slope),
     "grb": Probe("grb", ("a", "b", "ln_sigma_int"), grb_predict, grb_init,
-                 (2.05, 0.45, float(np.log(0.2)))),
-    "sne": Probe("sne", ("M",), sne_predict, sne_init, (-19.35,)),
+                 (2.05, 0.45, float(np.log(0.2))), grb_distance_slope),
+    "sne": Probe("sne", ("M",), sne_predict, sne_init, (-19.35,), sne_distance_slope),
 }
 
 
