@@ -4,9 +4,10 @@
    against a numpy + ``scipy.optimize.minimize`` loop over the grid (same likelihood, written
    here; distances by ``scipy.integrate.cumulative_trapezoid``), in the same process:
    max |Delta chi^2| difference and the wall-time ratio (target >= 10x, < 0.01).
-2. NUTS effective samples per second against ``emcee`` on the same GRB posterior (the
-   NumPyro model's potential, jitted and vmapped over walkers for emcee), same process,
-   measured the same way for both (see ``_nuts_vs_emcee``; target >= 3x).
+2. NUTS effective samples per second against ``emcee`` on the same GRB posterior (the full
+   run adds the QSO posterior; the NumPyro model's potential, jitted and vmapped over
+   walkers for emcee), same process, measured the same way for both (see
+   ``_nuts_vs_emcee``; target >= 3x).
 3. DESI DR2 BAO alone as a low-redshift cross-check, against the published fit.
 4. The tension figures: full QSO and GRB samples (Delta chi^2 and profile distribution,
    Omega_m <= 2 and <= 10) with a mock calibration, and the z_min sweeps, against the
@@ -141,8 +142,9 @@ def _emcee_run(model, args, laplace, walkers, burn, steps, seed, repeats):
   from numpyro.infer.util import constrain_fn
   flat_mode, unravel = ravel_pytree(laplace.mode)
   log_prob = jax.jit(jax.vmap(lambda v: -laplace.potential_fn(unravel(v))))
-  constrain = jax.jit(jax.vmap(lambda v: {k: x[0] for k, x in
-                                          constrain_fn(model, args, {}, unravel(v), return_deterministic=True).items()}))
+  constrain = jax.jit(jax.vmap(lambda v: {
+      k: x[0] for k, x in
+      constrain_fn(model, args, {}, unravel(v), return_deterministic=True).items()}))
   rng = np.random.default_rng(seed)
   p0 = np.asarray(flat_mode) + rng.standard_normal((walkers, flat_mode.size)) @ np.linalg.cholesky(
       laplace.covariance).T
@@ -365,8 +367,8 @@ def _run(quick: bool, out_dir: Path) -> Report:
       "DESI DR2 BAO: the covariance in the shared data was re-derived from the paper's values "
       "(not the official file); the fit is compared with the published Omega_m and h r_d.",
       "NUTS vs emcee: the same numpyro potential (unconstrained parameterization, float64), "
-      "both started from its Laplace approximation (NUTS: chains at the mode, initial inverse "
-      "mass matrix = inverse Hessian, then dense adaptation; emcee: walkers drawn from it); "
+      "both started from its Laplace approximation (NUTS: chains at the mode in coordinates "
+      "whitened by it, then dense adaptation; emcee: walkers drawn from it); "
       "ESS = numpyro's effective_sample_size of the constrained draws (emcee walkers as "
       "chains), minimum over sites; time = warm-up/burn-in + sampling after compilation "
       "(median of repeated runs), with the same warm-up fraction for both.",
