@@ -28,7 +28,8 @@ import jax
 import numpy as np
 
 from graph_al.pagerank import pagerank
-from graph_al.scan import ScanResult, edge_triangles, scan
+from graph_al.scan import (ScanResult, eps_squared_floor, edge_triangles, scan_device,
+                           scan_result, visiting_order, wedge_count)
 
 VARIANTS = ("paper", "public")
 
@@ -77,18 +78,23 @@ def spa_from_scores(pagerank: np.ndarray, labels: np.ndarray, budget: int,
   return np.concatenate([chosen, fill]).astype(np.int64)
 
 
-@functools.partial(jax.jit, static_argnames=("num_nodes",))
-def _device_part(senders, receivers, num_nodes: int, alpha: float):
-  """SCAN's triangle counts and PageRank in one device program (one dispatch, one transfer)."""
+@functools.partial(jax.jit, static_argnames=("num_nodes", "num_wedges"))
+def _device_part(senders, receivers, order, num_nodes: int, num_wedges: int, eps_squared, mu,
+                 alpha):
+  """SCAN and PageRank in one device program: one dispatch, one transfer back."""
+  triangles = edge_triangles(senders, receivers, num_nodes, num_wedges)
+  clusters = scan_device(senders, receivers, triangles, order, num_nodes, eps_squared, mu)
   # Symmetric edges: reading each (u, v) as v -> u leaves them sorted by receiver.
   scores, _ = pagerank(receivers, senders, num_nodes, alpha, receivers_sorted=True)
-  return edge_triangles(senders, receivers, num_nodes), scores
+  return clusters, scores
 
 
 def spa_query(graph, budget: int, *, eps: float = 0.5, mu: int = 3, alpha: float = 0.95,
               seed: int = 0, variant: str = "paper") -> SpaQuery:
   """SCAN + PageRank + selection: the whole SPA query."""
-  triangles, scores = _device_part(*graph.device_edges, graph.num_nodes, alpha)
-  clusters = scan(graph, eps, mu, seed=seed, triangles=np.asarray(triangles))
-  scores = np.asarray(scores)
+  order = visiting_order(graph.num_nodes, seed)
+  clusters, scores = jax.device_get(_device_part(
+      *graph.device_edges, order, graph.num_nodes, wedge_count(graph), eps_squared_floor(eps),
+      mu, alpha))
+  clusters = scan_result(*clusters)
   return SpaQuery(spa_from_scores(scores, clusters.labels, budget, variant), scores, clusters)
