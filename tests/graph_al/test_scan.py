@@ -4,7 +4,8 @@ import pytest
 
 from graph_al.datasets import karate_graph
 from graph_al.reference import scan_networkx, structural_similarity_networkx
-from graph_al.scan import scan, structural_similarity
+from graph_al.graph import make_graph
+from graph_al.scan import eps_squared_floor, scan, structural_similarity
 
 
 def _labels_from_clusters(clusters, n):
@@ -70,3 +71,21 @@ def test_planted_cliques_are_recovered(small_graphs):
   for c in range(4):
     assert len(set(graph.labels[result.labels == c])) == 1
   assert clustered.mean() > 0.9
+
+
+def test_similarity_exactly_eps_counts_as_eps_neighbour():
+  # Nodes 0 and 1: degree 9 each (closed 10), 5 common neighbours: sigma = 7 / 10 = 0.7 exactly,
+  # which float32 ``0.7 ** 2 = 0.49000001`` would miss.
+  edges = [(0, 1)] + [(u, c) for u in (0, 1) for c in range(2, 7)]
+  edges += [(0, x) for x in (7, 8, 9)] + [(1, x) for x in (10, 11, 12)]
+  graph = make_graph("tie", np.array(edges), np.eye(13), np.zeros(13, int))
+  assert structural_similarity(graph)[0] == 0.7
+  for eps in (0.3, 0.4, 0.5, 0.7, 0.6180339887):
+    floor = eps_squared_floor(eps)
+    assert floor.dtype == np.float32 and float(floor) <= eps**2 < float(
+        np.nextafter(floor, np.float32(1)))
+  order = np.arange(13)
+  result = scan(graph, 0.7, 1, order=order)
+  expected = scan_networkx(graph.to_networkx(), 0.7, 1, order.tolist())
+  assert expected == [[0, 1]]
+  np.testing.assert_array_equal(result.labels, _labels_from_clusters(expected, 13))
