@@ -111,8 +111,7 @@ def _device_part(senders, receivers, order, num_nodes: int, num_wedges: int, eps
   """SCAN and PageRank in one device program: one dispatch, one transfer back."""
   triangles = edge_triangles(senders, receivers, num_nodes, num_wedges)
   clusters = scan_device(senders, receivers, triangles, order, num_nodes, eps_squared, mu)
-  # Symmetric edges: reading each (u, v) as v -> u leaves them sorted by receiver.
-  scores, _ = pagerank(receivers, senders, num_nodes, alpha, receivers_sorted=True)
+  scores, _ = pagerank(senders, receivers, num_nodes, alpha)   # as graph_pagerank_async
   return clusters, scores
 
 
