@@ -8,6 +8,17 @@ from graph_al.graph import make_graph
 from graph_al.scan import eps_squared_floor, scan, structural_similarity
 
 
+def _disjoint_union(graphs):
+  """All ``graphs`` side by side as one graph: SCAN clusters each component on its own, so
+  one compiled program covers every test graph."""
+  offsets = np.cumsum([0] + [g.num_nodes for g in graphs])
+  edges = np.concatenate([np.stack([g.senders, g.receivers], 1) + o
+                          for g, o in zip(graphs, offsets)])
+  n = int(offsets[-1])
+  return make_graph("union", edges, np.eye(n, dtype=np.float32),
+                    np.concatenate([g.labels for g in graphs]))
+
+
 def _labels_from_clusters(clusters, n):
   labels = np.full(n, -1)
   for i, cluster in enumerate(clusters):
@@ -16,43 +27,40 @@ def _labels_from_clusters(clusters, n):
 
 
 def test_structural_similarity_matches_set_formula(small_graphs):
-  for graph in small_graphs:
-    g = graph.to_networkx()
-    expected = [structural_similarity_networkx(g, u, v)
-                for u, v in zip(graph.senders.tolist(), graph.receivers.tolist())]
-    np.testing.assert_allclose(structural_similarity(graph), expected, rtol=1e-12)
+  graph = _disjoint_union(small_graphs)
+  g = graph.to_networkx()
+  expected = [structural_similarity_networkx(g, u, v)
+              for u, v in zip(graph.senders.tolist(), graph.receivers.tolist())]
+  np.testing.assert_allclose(structural_similarity(graph), expected, rtol=1e-12)
 
 
 @pytest.mark.parametrize("eps,mu", [(0.5, 3), (0.4, 2), (0.7, 2), (0.3, 4)])
 def test_scan_equals_sequential_bruteforce_for_each_visiting_order(small_graphs, eps, mu):
-  found_clusters = 0
-  for graph in small_graphs + [karate_graph()]:
-    g = graph.to_networkx()
-    for seed in range(3):
-      order = np.random.default_rng(seed).permutation(graph.num_nodes)
-      result = scan(graph, eps, mu, order=order)
-      expected = scan_networkx(g, eps, mu, order.tolist())
-      np.testing.assert_array_equal(result.labels,
-                                    _labels_from_clusters(expected, graph.num_nodes))
-      assert result.num_clusters == len(expected)
-      found_clusters += len(expected)
-  assert found_clusters > 0  # the graphs are dense enough to exercise cluster growth
+  graph = _disjoint_union(small_graphs + [karate_graph()])
+  g = graph.to_networkx()
+  for seed in range(3):
+    order = np.random.default_rng(seed).permutation(graph.num_nodes)
+    result = scan(graph, eps, mu, order=order)
+    expected = scan_networkx(g, eps, mu, order.tolist())
+    np.testing.assert_array_equal(result.labels, _labels_from_clusters(expected, graph.num_nodes))
+    assert result.num_clusters == len(expected) > 0   # dense enough to grow clusters
 
 
 def test_cores_hubs_and_outliers_follow_their_definitions(small_graphs):
-  for graph in small_graphs:
-    g = graph.to_networkx()
-    result = scan(graph, 0.4, 2, seed=1)
-    for v in g.nodes:
-      eps_neighbours = [u for u in g.neighbors(v)
-                        if structural_similarity_networkx(g, v, u) >= 0.4]
-      assert result.is_core[v] == (len(eps_neighbours) >= 2)
-      if result.labels[v] < 0:
-        touching = {result.labels[u] for u in g.neighbors(v) if result.labels[u] >= 0}
-        assert result.is_hub[v] == (len(touching) >= 2)
-        assert result.is_outlier[v] == (len(touching) < 2)
-      else:
-        assert not result.is_hub[v]
+  graph = _disjoint_union(small_graphs)
+  g = graph.to_networkx()
+  result = scan(graph, 0.4, 2, seed=1)
+  assert result.is_hub.any() and result.is_outlier.any()
+  for v in g.nodes:
+    eps_neighbours = [u for u in g.neighbors(v)
+                      if structural_similarity_networkx(g, v, u) >= 0.4]
+    assert result.is_core[v] == (len(eps_neighbours) >= 2)
+    if result.labels[v] < 0:
+      touching = {result.labels[u] for u in g.neighbors(v) if result.labels[u] >= 0}
+      assert result.is_hub[v] == (len(touching) >= 2)
+      assert result.is_outlier[v] == (len(touching) < 2)
+    else:
+      assert not result.is_hub[v]
 
 
 def test_scan_is_deterministic_given_seed_and_rejects_bad_order(small_graphs):
