@@ -19,6 +19,18 @@ def _disjoint_union(graphs):
                     np.concatenate([g.labels for g in graphs]))
 
 
+def _tie_graph():
+  """Nodes 0 and 1: degree 9 each (closed 10) with 5 common neighbours, so sigma = 0.7."""
+  edges = [(0, 1)] + [(u, c) for u in (0, 1) for c in range(2, 7)]
+  edges += [(0, x) for x in (7, 8, 9)] + [(1, x) for x in (10, 11, 12)]
+  return make_graph("tie", np.array(edges), np.eye(13), np.zeros(13, int))
+
+
+@pytest.fixture
+def union_graph(small_graphs):
+  return _disjoint_union(small_graphs + [karate_graph(), _tie_graph()])
+
+
 def _labels_from_clusters(clusters, n):
   labels = np.full(n, -1)
   for i, cluster in enumerate(clusters):
@@ -26,17 +38,17 @@ def _labels_from_clusters(clusters, n):
   return labels
 
 
-def test_structural_similarity_matches_set_formula(small_graphs):
-  graph = _disjoint_union(small_graphs)
+def test_structural_similarity_matches_set_formula(union_graph):
+  graph = union_graph
   g = graph.to_networkx()
   expected = [structural_similarity_networkx(g, u, v)
               for u, v in zip(graph.senders.tolist(), graph.receivers.tolist())]
   np.testing.assert_allclose(structural_similarity(graph), expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("eps,mu", [(0.5, 3), (0.4, 2), (0.7, 2), (0.3, 4)])
-def test_scan_equals_sequential_bruteforce_for_each_visiting_order(small_graphs, eps, mu):
-  graph = _disjoint_union(small_graphs + [karate_graph()])
+@pytest.mark.parametrize("eps,mu", [(0.5, 3), (0.4, 2), (0.7, 2), (0.7, 1), (0.3, 4)])
+def test_scan_equals_sequential_bruteforce_for_each_visiting_order(union_graph, eps, mu):
+  graph = union_graph
   g = graph.to_networkx()
   for seed in range(3):
     order = np.random.default_rng(seed).permutation(graph.num_nodes)
@@ -46,8 +58,8 @@ def test_scan_equals_sequential_bruteforce_for_each_visiting_order(small_graphs,
     assert result.num_clusters == len(expected) > 0   # dense enough to grow clusters
 
 
-def test_cores_hubs_and_outliers_follow_their_definitions(small_graphs):
-  graph = _disjoint_union(small_graphs)
+def test_cores_hubs_and_outliers_follow_their_definitions(union_graph):
+  graph = union_graph
   g = graph.to_networkx()
   result = scan(graph, 0.4, 2, seed=1)
   assert result.is_hub.any() and result.is_outlier.any()
@@ -81,19 +93,19 @@ def test_planted_cliques_are_recovered(small_graphs):
   assert clustered.mean() > 0.9
 
 
-def test_similarity_exactly_eps_counts_as_eps_neighbour():
-  # Nodes 0 and 1: degree 9 each (closed 10), 5 common neighbours: sigma = 7 / 10 = 0.7 exactly,
-  # which float32 ``0.7 ** 2 = 0.49000001`` would miss.
-  edges = [(0, 1)] + [(u, c) for u in (0, 1) for c in range(2, 7)]
-  edges += [(0, x) for x in (7, 8, 9)] + [(1, x) for x in (10, 11, 12)]
-  graph = make_graph("tie", np.array(edges), np.eye(13), np.zeros(13, int))
-  assert structural_similarity(graph)[0] == 0.7
+def test_similarity_exactly_eps_counts_as_eps_neighbour(union_graph):
+  # The tie component (last 13 nodes): sigma = 7 / 10 = 0.7 exactly on its first edge, which
+  # float32 ``0.7 ** 2 = 0.49000001`` would miss.
+  first = union_graph.num_nodes - 13
+  edge = np.flatnonzero((union_graph.senders == first) & (union_graph.receivers == first + 1))
+  assert structural_similarity(union_graph)[edge] == 0.7
   for eps in (0.3, 0.4, 0.5, 0.7, 0.6180339887):
     floor = eps_squared_floor(eps)
     assert floor.dtype == np.float32 and float(floor) <= eps**2 < float(
         np.nextafter(floor, np.float32(1)))
-  order = np.arange(13)
-  result = scan(graph, 0.7, 1, order=order)
-  expected = scan_networkx(graph.to_networkx(), 0.7, 1, order.tolist())
-  assert expected == [[0, 1]]
-  np.testing.assert_array_equal(result.labels, _labels_from_clusters(expected, 13))
+  order = np.arange(union_graph.num_nodes)
+  result = scan(union_graph, 0.7, 1, order=order)
+  expected = scan_networkx(union_graph.to_networkx(), 0.7, 1, order.tolist())
+  assert [first, first + 1] in expected
+  np.testing.assert_array_equal(result.labels,
+                                _labels_from_clusters(expected, union_graph.num_nodes))

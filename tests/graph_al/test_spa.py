@@ -3,7 +3,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from graph_al.datasets import karate_graph
-from graph_al.scan import scan
+from graph_al.reference import scan_networkx
+from graph_al.scan import visiting_order
 from graph_al.spa import spa_from_scores, spa_query
 
 
@@ -110,10 +111,11 @@ def test_paper_variant_takes_each_community_head_then_global_pagerank():
 def test_spa_query_on_karate_uses_scan_communities():
   graph = karate_graph()
   query = spa_query(graph, 8, seed=0)
-  clusters = scan(graph, seed=0)
-  assert query.clusters.num_clusters == clusters.num_clusters > 0
-  heads = {int(np.flatnonzero(clusters.labels == c)[np.argmax(
-      query.pagerank[clusters.labels == c])]) for c in range(clusters.num_clusters)}
+  clusters = scan_networkx(graph.to_networkx(), 0.5, 3, visiting_order(34, 0).tolist())
+  assert query.clusters.num_clusters == len(clusters) > 0
+  for c, members in enumerate(clusters):
+    assert set(np.flatnonzero(query.clusters.labels == c)) == set(members)
+  heads = {max(members, key=lambda v: (query.pagerank[v], -v)) for members in clusters}
   assert heads <= set(query.selected.tolist())
 
 
