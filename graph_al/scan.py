@@ -20,9 +20,8 @@ dispatch and transfer.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -108,9 +107,9 @@ def scan_device(senders: jax.Array, receivers: jax.Array, triangles: jax.Array,
   :func:`edge_triangles`: (labels, is_core, is_hub, num_clusters), as :func:`scan` returns.
 
   ``eps_squared`` is :func:`eps_squared_floor` of eps. The similarity test
-  ``(t + 2) / sqrt(c_u c_v) >= eps`` is done as ``(t + 2)^2 >= eps^2 c_u c_v`` with integers
-  below 2^24, so in float32 it agrees with the float64 test except for pairs whose squared
-  similarity lies within float32 rounding (~1e-7 relative) below eps^2.
+  ``(t + 2) / sqrt(c_u c_v) >= eps`` is done as ``(t + 2)^2 >= eps^2 c_u c_v``, whose integers
+  are exact in float32 for degrees below 4095, so it agrees with the float64 test except for
+  pairs whose squared similarity lies within float32 rounding (~1e-7 relative) below eps^2.
   """
   n = num_nodes
   never = n   # a visiting time later than any node's

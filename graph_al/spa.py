@@ -11,7 +11,8 @@ The paper does not say which heads to keep when there are more communities than 
   PageRank and nothing else, and its fill step keeps that ranking when communities run out;
   this rule is that same ranking applied to the heads.
 - ``"size"``: heads of the largest communities first (ties: higher head PageRank). This is
-  what the authors' notebook does in effect: cdlib's ``NodeClustering`` sorts communities by
+  what the authors' notebook does in effect: cdlib's ``Clustering.__init__``
+  (``cdlib/classes/clustering.py``, base of ``NodeClustering``) sorts communities by
   size, largest first, and with ``k > b`` the notebook takes one node from each of the first
   ``b``. The sort is a convention of cdlib's result class, not a step of the method.
 
