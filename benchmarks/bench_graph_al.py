@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def _speed(graph, networkx_repeats: int, rounds: int = 5) -> dict:
     return nx.pagerank(g, alpha=0.95, tol=1e-6, max_iter=400), scan_networkx(g, 0.5, 3,
                                                                             order.tolist())
   # Interleaved rounds, so that both sides see the same load on a shared machine.
+  load_before = os.getloadavg()
   ours, theirs = [], []
   for _ in range(rounds):
     ours += time_fn(spa_query, graph, 40, warmup=2, repeats=20).runs
@@ -58,6 +60,7 @@ def _speed(graph, networkx_repeats: int, rounds: int = 5) -> dict:
       "networkx_pagerank_plus_scan_seconds": theirs,
       "speedup_vs_networkx": theirs / ours,
       "num_scan_clusters": clusters.num_clusters,
+      "load_average_1_5_15_min": {"before": load_before, "after": os.getloadavg()},
   }
 
 

@@ -33,6 +33,9 @@ def _add_query_args(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--alpha", type=float, default=0.95, help="PageRank damping")
   parser.add_argument("--spa-variant", choices=("paper", "public"), default="paper",
                       help="Algorithm 1 (paper) or the public notebook's per-community quota")
+  parser.add_argument("--spa-head-order", choices=("pagerank", "size"), default="pagerank",
+                      help="which community heads Algorithm 1 keeps when communities outnumber "
+                           "the budget: highest PageRank, or largest community first")
   parser.add_argument("--model", choices=("gcn", "sage"), default="gcn")
   parser.add_argument("--epochs", type=int, default=300)
   parser.add_argument("--dropout", type=float, default=0.0)
@@ -41,7 +44,8 @@ def _add_query_args(parser: argparse.ArgumentParser) -> None:
 def _configs(args):
   from graph_al.gnn import GNNConfig
   from graph_al.strategies import QueryConfig
-  query = QueryConfig(eps=args.eps, mu=args.mu, alpha=args.alpha, spa_variant=args.spa_variant)
+  query = QueryConfig(eps=args.eps, mu=args.mu, alpha=args.alpha, spa_variant=args.spa_variant,
+                      spa_head_order=args.spa_head_order)
   model = GNNConfig(model=args.model, epochs=args.epochs, dropout=args.dropout)
   return query, model
 

@@ -1,22 +1,34 @@
 """SPA: structural-clustering PageRank active learning (Fajri et al., IDA 2024, arXiv 2312.04307).
 
 One-shot query with no initial labels: cluster the graph with SCAN, rank nodes by PageRank,
-then (Algorithm 1) take the highest-PageRank node of each community and fill the rest of the
-budget with the highest global PageRank nodes not yet chosen. The paper does not say which
-representatives to keep when there are more communities than budget (SCAN finds 193 on Cora,
-230 on CiteSeer, so this is the usual case): here the ``b`` representatives with the highest
-PageRank. (Keeping the largest communities' instead measured CiteSeer 42.9 / 56.6 / 60.4 at
-b = 10 / 20 / 40 against 47.4 / 48.8 / 55.0, Cora 32.8 / 48.9 / 59.8 against 27.4 / 40.7 / 73.3:
-no better overall, and further from the paper's CiteSeer figures.)
+then (Algorithm 1) take the highest-PageRank node (the head) of each community and fill the
+rest of the budget with the highest global PageRank nodes not yet chosen.
+
+The paper does not say which heads to keep when there are more communities than budget
+(SCAN finds 193 on Cora, 230 on CiteSeer, so this is the usual case). ``head_order``:
+
+- ``"pagerank"`` (default): the ``b`` heads of highest PageRank. Algorithm 1 ranks nodes by
+  PageRank and nothing else, and its fill step keeps that ranking when communities run out;
+  this rule is that same ranking applied to the heads.
+- ``"size"``: heads of the largest communities first (ties: higher head PageRank). This is
+  what the authors' notebook does in effect: cdlib's ``Clustering.__init__``
+  (``cdlib/classes/clustering.py``, base of ``NodeClustering``) sorts communities by
+  size, largest first, and with ``k > b`` the notebook takes one node from each of the first
+  ``b``. The sort is a convention of cdlib's result class, not a step of the method.
+
+Measured (GCN, 10 seeds, macro-F1 at b = 10 / 20 / 40 / 80): ``"pagerank"`` Cora 27.4 / 40.5 /
+73.3 / 80.9, CiteSeer 47.5 / 48.8 / 55.1 / 62.6; ``"size"`` Cora 33.2 / 48.8 / 59.8 / 70.8,
+CiteSeer 42.9 / 56.6 / 60.4 / 64.3. Only ``"pagerank"`` stays within 3 points of the paper's
+CiteSeer figures (46.3 / 57.1 / 60.8 at 20 / 40 / 80); neither beats Degree/PageRank (43.8 /
+57.2) on Cora at b = 10 / 20 (README, graph_al section, for two more rules).
 
 ``variant="public"`` reproduces the selection of the public notebook
-(rickymaulanafajri/SPA, ``SCANPageRankOptimized.query``): communities in discovery order each
-give their top ``max(1, remaining // k)`` nodes with ``remaining`` shrinking as it goes, the
-list is cut to ``b`` (so with ``k > b`` the first ``b`` communities *in SCAN's random visiting
-order* win), then filled by global PageRank. The notebook re-runs SCAN in a ``while`` loop
-when the budget is not used up; cdlib marks the graph's nodes as classified on the first run,
-so a second run finds no communities and that loop never ends. Here one pass is followed
-directly by the global fill.
+(rickymaulanafajri/SPA, ``SCANPageRankOptimized.query``): communities in cdlib's order
+(largest first, ties in SCAN's discovery order) each give their top ``max(1, remaining // k)``
+nodes with ``remaining`` shrinking as it goes, the list is cut to ``b``, then filled by
+global PageRank. The notebook re-runs SCAN in a ``while`` loop when the budget is not used
+up; cdlib marks the graph's nodes as classified on the first run, so a second run finds no
+communities and that loop never ends. Here one pass is followed directly by the global fill.
 """
 
 from __future__ import annotations
@@ -28,9 +40,11 @@ import jax
 import numpy as np
 
 from graph_al.pagerank import pagerank
-from graph_al.scan import ScanResult, edge_triangles, scan
+from graph_al.scan import (ScanResult, eps_squared_floor, edge_triangles, scan_device,
+                           scan_result, visiting_order, wedge_count)
 
 VARIANTS = ("paper", "public")
+HEAD_ORDERS = ("pagerank", "size")
 
 
 class SpaQuery(NamedTuple):
@@ -40,27 +54,42 @@ class SpaQuery(NamedTuple):
 
 
 def spa_from_scores(pagerank: np.ndarray, labels: np.ndarray, budget: int,
-                    variant: str = "paper") -> np.ndarray:
-  """Selects ``budget`` distinct nodes from PageRank scores and community labels (-1: none)."""
+                    variant: str = "paper", head_order: str = "pagerank") -> np.ndarray:
+  """Selects ``budget`` distinct nodes from PageRank scores and community labels (-1: none,
+  else ids in SCAN's discovery order); ``head_order`` (paper variant only) ranks the
+  community heads when they outnumber the budget, see the module docstring."""
   n = pagerank.shape[0]
   if not 0 < budget <= n:
     raise ValueError(f"budget must be in [1, {n}], got {budget}")
   if variant not in VARIANTS:
     raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+  if head_order not in HEAD_ORDERS:
+    raise ValueError(f"head_order must be one of {HEAD_ORDERS}, got {head_order!r}")
   # Global ranking: descending PageRank, ties by node id (a stable sort).
   by_rank = np.argsort(-pagerank, kind="stable")
+  num_communities = int(labels.max(initial=-1)) + 1
+  sizes = np.bincount(labels[labels >= 0], minlength=num_communities)
   if variant == "paper":
     # A community's head is its first member in the global ranking.
     rank_labels = labels[by_rank]
     in_community = np.flatnonzero(rank_labels >= 0)
-    first = np.full(int(labels.max(initial=-1)) + 1, n)
+    first = np.full(num_communities, n)
     np.minimum.at(first, rank_labels[in_community], in_community)
-    chosen_positions = np.sort(first[first < n])[:budget]
+    if head_order == "pagerank":
+      heads = np.sort(first[first < n])
+    else:   # largest community first, ties by the head's PageRank rank
+      heads = first[np.lexsort((first, -sizes))][:np.count_nonzero(sizes)]
+    chosen_positions = heads[:budget]
     chosen = by_rank[chosen_positions]
   else:
+    # cdlib returns SCAN's communities sorted by size, largest first (a stable sort: ties
+    # in discovery order); the notebook loops over them in that order.
+    community_rank = np.empty(num_communities, np.int64)
+    community_rank[np.lexsort((np.arange(num_communities), -sizes))] = np.arange(num_communities)
     members = np.flatnonzero(labels >= 0)
-    # Community members sorted by (community, descending PageRank, node id).
-    ranked = members[np.lexsort((members, -pagerank[members], labels[members]))]
+    # Community members sorted by (community's rank, descending PageRank, node id).
+    ranked = members[np.lexsort((members, -pagerank[members],
+                                 community_rank[labels[members]]))]
     starts = np.flatnonzero(np.r_[True, np.diff(labels[ranked]) != 0]) if ranked.size else \
         np.zeros(0, np.int64)
     ends = np.r_[starts[1:], ranked.size]
@@ -77,18 +106,23 @@ def spa_from_scores(pagerank: np.ndarray, labels: np.ndarray, budget: int,
   return np.concatenate([chosen, fill]).astype(np.int64)
 
 
-@functools.partial(jax.jit, static_argnames=("num_nodes",))
-def _device_part(senders, receivers, num_nodes: int, alpha: float):
-  """SCAN's triangle counts and PageRank in one device program (one dispatch, one transfer)."""
-  # Symmetric edges: reading each (u, v) as v -> u leaves them sorted by receiver.
-  scores, _ = pagerank(receivers, senders, num_nodes, alpha, receivers_sorted=True)
-  return edge_triangles(senders, receivers, num_nodes), scores
+@functools.partial(jax.jit, static_argnames=("num_nodes", "num_wedges"))
+def _device_part(senders, receivers, order, num_nodes: int, num_wedges: int, eps_squared, mu,
+                 alpha):
+  """SCAN and PageRank in one device program: one dispatch, one transfer back."""
+  triangles = edge_triangles(senders, receivers, num_nodes, num_wedges)
+  clusters = scan_device(senders, receivers, triangles, order, num_nodes, eps_squared, mu)
+  scores, _ = pagerank(senders, receivers, num_nodes, alpha)   # as graph_pagerank_async
+  return clusters, scores
 
 
 def spa_query(graph, budget: int, *, eps: float = 0.5, mu: int = 3, alpha: float = 0.95,
-              seed: int = 0, variant: str = "paper") -> SpaQuery:
+              seed: int = 0, variant: str = "paper", head_order: str = "pagerank") -> SpaQuery:
   """SCAN + PageRank + selection: the whole SPA query."""
-  triangles, scores = _device_part(*graph.device_edges, graph.num_nodes, alpha)
-  clusters = scan(graph, eps, mu, seed=seed, triangles=np.asarray(triangles))
-  scores = np.asarray(scores)
-  return SpaQuery(spa_from_scores(scores, clusters.labels, budget, variant), scores, clusters)
+  order = visiting_order(graph.num_nodes, seed)
+  clusters, scores = jax.device_get(_device_part(
+      *graph.device_edges, order, graph.num_nodes, wedge_count(graph), eps_squared_floor(eps),
+      mu, alpha))
+  clusters = scan_result(*clusters)
+  return SpaQuery(spa_from_scores(scores, clusters.labels, budget, variant, head_order),
+                  scores, clusters)

@@ -1,7 +1,7 @@
 """SPA and the paper's baselines (arXiv 2312.04307, Sec. 4): one-shot queries of ``b`` nodes.
 
-- ``spa``: :mod:`graph_al.spa` (``QueryConfig.spa_variant``); ``spa_public``: SPA with the
-  public notebook's selection rule, whatever ``spa_variant`` says.
+- ``spa``: :mod:`graph_al.spa` (``QueryConfig.spa_variant``, ``spa_head_order``);
+  ``spa_public``: SPA with the public notebook's selection rule, whatever ``spa_variant`` says.
 - ``random``: uniform without replacement.  ``degree`` / ``pagerank``: the top-``b`` nodes.
 - ``featprop`` (Wu et al. 2019): k-means with ``b`` centres on propagated features
   ``Â^k X``, the node nearest each centre. Deviation: to keep 10 seeds x 5 budgets cheap on
@@ -37,7 +37,7 @@ import scipy.sparse as sp
 from graph_al import gnn
 from graph_al.kmeans import kmeans_select
 from graph_al.pagerank import graph_pagerank
-from graph_al.spa import VARIANTS, spa_query
+from graph_al.spa import HEAD_ORDERS, VARIANTS, spa_query
 
 STRATEGIES = ("spa", "spa_public", "random", "degree", "pagerank", "age", "featprop", "graphpart",
               "uncertainty")
@@ -50,6 +50,7 @@ class QueryConfig:
   mu: int = 3
   alpha: float = 0.95
   spa_variant: str = "paper"
+  spa_head_order: str = "pagerank"
   propagation_hops: int = 2
   kmeans_dims: int | None = 64
   kmeans_iterations: int = 30
@@ -60,6 +61,9 @@ class QueryConfig:
   def __post_init__(self):
     if self.spa_variant not in VARIANTS:
       raise ValueError(f"spa_variant must be one of {VARIANTS}, got {self.spa_variant!r}")
+    if self.spa_head_order not in HEAD_ORDERS:
+      raise ValueError(f"spa_head_order must be one of {HEAD_ORDERS}, "
+                       f"got {self.spa_head_order!r}")
     if not 0 < self.eps <= 1 or self.mu < 1:
       raise ValueError(f"need 0 < eps <= 1 and mu >= 1, got eps={self.eps}, mu={self.mu}")
     if not 0 < self.alpha < 1:
@@ -208,7 +212,8 @@ def select_nodes(strategy: str, graph, budget: int, seeds: Sequence[int],
   if strategy in ("spa", "spa_public"):
     variant = "public" if strategy == "spa_public" else config.spa_variant
     return np.stack([spa_query(graph, budget, eps=config.eps, mu=config.mu, alpha=config.alpha,
-                               seed=s, variant=variant).selected for s in seeds])
+                               seed=s, variant=variant,
+                               head_order=config.spa_head_order).selected for s in seeds])
   if strategy == "random":
     return _random_initial(n, budget, seeds)
   if strategy in ("degree", "pagerank"):

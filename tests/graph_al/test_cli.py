@@ -1,5 +1,7 @@
 import json
 
+from graph_al.datasets import karate_graph
+from graph_al.spa import spa_query
 from jaxrepro import cli
 
 
@@ -13,6 +15,10 @@ def test_select_writes_report_on_embedded_karate(tmp_path, capsys):
   assert len(selected) == len(set(selected)) == 6
   assert sum(report["metrics"]["class_counts"]) == 6
   assert "spa selected 6 of 34" in capsys.readouterr().out
+  assert cli.main(["graph", "select", "--data", "karate", "--strategy", "spa", "--budget", "2",
+                   "--spa-head-order", "size", "--json", str(out)]) == 0
+  expected = spa_query(karate_graph(), 2, head_order="size").selected
+  assert json.loads(out.read_text())["metrics"]["selected"] == expected.tolist()
 
 
 def test_run_writes_table_and_plot(tmp_path, capsys):

@@ -4,7 +4,31 @@ import pytest
 
 from graph_al.datasets import karate_graph
 from graph_al.reference import scan_networkx, structural_similarity_networkx
-from graph_al.scan import scan, structural_similarity
+from graph_al.graph import make_graph
+from graph_al.scan import eps_squared_floor, scan, structural_similarity
+
+
+def _disjoint_union(graphs):
+  """All ``graphs`` side by side as one graph: SCAN clusters each component on its own, so
+  one compiled program covers every test graph."""
+  offsets = np.cumsum([0] + [g.num_nodes for g in graphs])
+  edges = np.concatenate([np.stack([g.senders, g.receivers], 1) + o
+                          for g, o in zip(graphs, offsets)])
+  n = int(offsets[-1])
+  return make_graph("union", edges, np.eye(n, dtype=np.float32),
+                    np.concatenate([g.labels for g in graphs]))
+
+
+def _tie_graph():
+  """Nodes 0 and 1: degree 9 each (closed 10) with 5 common neighbours, so sigma = 0.7."""
+  edges = [(0, 1)] + [(u, c) for u in (0, 1) for c in range(2, 7)]
+  edges += [(0, x) for x in (7, 8, 9)] + [(1, x) for x in (10, 11, 12)]
+  return make_graph("tie", np.array(edges), np.eye(13), np.zeros(13, int))
+
+
+@pytest.fixture
+def union_graph(small_graphs):
+  return _disjoint_union(small_graphs + [karate_graph(), _tie_graph()])
 
 
 def _labels_from_clusters(clusters, n):
@@ -14,44 +38,41 @@ def _labels_from_clusters(clusters, n):
   return labels
 
 
-def test_structural_similarity_matches_set_formula(small_graphs):
-  for graph in small_graphs:
-    g = graph.to_networkx()
-    expected = [structural_similarity_networkx(g, u, v)
-                for u, v in zip(graph.senders.tolist(), graph.receivers.tolist())]
-    np.testing.assert_allclose(structural_similarity(graph), expected, rtol=1e-12)
+def test_structural_similarity_matches_set_formula(union_graph):
+  graph = union_graph
+  g = graph.to_networkx()
+  expected = [structural_similarity_networkx(g, u, v)
+              for u, v in zip(graph.senders.tolist(), graph.receivers.tolist())]
+  np.testing.assert_allclose(structural_similarity(graph), expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("eps,mu", [(0.5, 3), (0.4, 2), (0.7, 2), (0.3, 4)])
-def test_scan_equals_sequential_bruteforce_for_each_visiting_order(small_graphs, eps, mu):
-  found_clusters = 0
-  for graph in small_graphs + [karate_graph()]:
-    g = graph.to_networkx()
-    for seed in range(3):
-      order = np.random.default_rng(seed).permutation(graph.num_nodes)
-      result = scan(graph, eps, mu, order=order)
-      expected = scan_networkx(g, eps, mu, order.tolist())
-      np.testing.assert_array_equal(result.labels,
-                                    _labels_from_clusters(expected, graph.num_nodes))
-      assert result.num_clusters == len(expected)
-      found_clusters += len(expected)
-  assert found_clusters > 0  # the graphs are dense enough to exercise cluster growth
+@pytest.mark.parametrize("eps,mu", [(0.5, 3), (0.4, 2), (0.7, 2), (0.7, 1), (0.3, 4)])
+def test_scan_equals_sequential_bruteforce_for_each_visiting_order(union_graph, eps, mu):
+  graph = union_graph
+  g = graph.to_networkx()
+  for seed in range(3):
+    order = np.random.default_rng(seed).permutation(graph.num_nodes)
+    result = scan(graph, eps, mu, order=order)
+    expected = scan_networkx(g, eps, mu, order.tolist())
+    np.testing.assert_array_equal(result.labels, _labels_from_clusters(expected, graph.num_nodes))
+    assert result.num_clusters == len(expected) > 0   # dense enough to grow clusters
 
 
-def test_cores_hubs_and_outliers_follow_their_definitions(small_graphs):
-  for graph in small_graphs:
-    g = graph.to_networkx()
-    result = scan(graph, 0.4, 2, seed=1)
-    for v in g.nodes:
-      eps_neighbours = [u for u in g.neighbors(v)
-                        if structural_similarity_networkx(g, v, u) >= 0.4]
-      assert result.is_core[v] == (len(eps_neighbours) >= 2)
-      if result.labels[v] < 0:
-        touching = {result.labels[u] for u in g.neighbors(v) if result.labels[u] >= 0}
-        assert result.is_hub[v] == (len(touching) >= 2)
-        assert result.is_outlier[v] == (len(touching) < 2)
-      else:
-        assert not result.is_hub[v]
+def test_cores_hubs_and_outliers_follow_their_definitions(union_graph):
+  graph = union_graph
+  g = graph.to_networkx()
+  result = scan(graph, 0.4, 2, seed=1)
+  assert result.is_hub.any() and result.is_outlier.any()
+  for v in g.nodes:
+    eps_neighbours = [u for u in g.neighbors(v)
+                      if structural_similarity_networkx(g, v, u) >= 0.4]
+    assert result.is_core[v] == (len(eps_neighbours) >= 2)
+    if result.labels[v] < 0:
+      touching = {result.labels[u] for u in g.neighbors(v) if result.labels[u] >= 0}
+      assert result.is_hub[v] == (len(touching) >= 2)
+      assert result.is_outlier[v] == (len(touching) < 2)
+    else:
+      assert not result.is_hub[v]
 
 
 def test_scan_is_deterministic_given_seed_and_rejects_bad_order(small_graphs):
@@ -70,3 +91,21 @@ def test_planted_cliques_are_recovered(small_graphs):
   for c in range(4):
     assert len(set(graph.labels[result.labels == c])) == 1
   assert clustered.mean() > 0.9
+
+
+def test_similarity_exactly_eps_counts_as_eps_neighbour(union_graph):
+  # The tie component (last 13 nodes): sigma = 7 / 10 = 0.7 exactly on its first edge, which
+  # float32 ``0.7 ** 2 = 0.49000001`` would miss.
+  first = union_graph.num_nodes - 13
+  edge = np.flatnonzero((union_graph.senders == first) & (union_graph.receivers == first + 1))
+  assert structural_similarity(union_graph)[edge] == 0.7
+  for eps in (0.3, 0.4, 0.5, 0.7, 0.6180339887):
+    floor = eps_squared_floor(eps)
+    assert floor.dtype == np.float32 and float(floor) <= eps**2 < float(
+        np.nextafter(floor, np.float32(1)))
+  order = np.arange(union_graph.num_nodes)
+  result = scan(union_graph, 0.7, 1, order=order)
+  expected = scan_networkx(union_graph.to_networkx(), 0.7, 1, order.tolist())
+  assert [first, first + 1] in expected
+  np.testing.assert_array_equal(result.labels,
+                                _labels_from_clusters(expected, union_graph.num_nodes))

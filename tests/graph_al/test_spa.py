@@ -3,12 +3,16 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from graph_al.datasets import karate_graph
-from graph_al.scan import scan
+from graph_al.reference import scan_networkx
+from graph_al.scan import visiting_order
 from graph_al.spa import spa_from_scores, spa_query
 
 
 def _notebook_selection(pagerank, communities, budget):
-  """The public notebook's loop (SCANPageRankOptimized.query), transcribed with lists."""
+  """The public notebook's loop (SCANPageRankOptimized.query), transcribed with lists, on
+  ``communities`` in SCAN's discovery order."""
+  # cdlib's Clustering.__init__: ``sorted(communities, key=len, reverse=True)``.
+  communities = sorted(communities, key=len, reverse=True)
   selected, remaining = [], budget
   for community in communities:
     ranked = sorted(community, key=lambda v: (-pagerank[v], v))
@@ -28,8 +32,8 @@ def test_selection_is_exactly_budget_distinct_nodes(n, k, data):
   pagerank = rng.random(n)
   labels = rng.integers(-1, k, n) if k else np.full(n, -1)
   budget = data.draw(st.integers(1, n))
-  for variant in ("paper", "public"):
-    chosen = spa_from_scores(pagerank, labels, budget, variant)
+  for variant, head_order in (("paper", "pagerank"), ("paper", "size"), ("public", "pagerank")):
+    chosen = spa_from_scores(pagerank, labels, budget, variant, head_order)
     assert chosen.shape == (budget,) and np.unique(chosen).size == budget
     assert chosen.min() >= 0 and chosen.max() < n
 
@@ -65,6 +69,36 @@ def test_paper_variant_matches_algorithm_1_written_as_loops(n, k, data):
   np.testing.assert_array_equal(spa_from_scores(pagerank, labels, budget), expected)
 
 
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(5, 60), k=st.integers(0, 12), data=st.data())
+def test_size_head_order_matches_largest_communities_first_written_as_loops(n, k, data):
+  rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+  pagerank = rng.integers(0, 8, n).astype(float)   # ties in PageRank and in community sizes
+  labels = rng.integers(-1, k, n) if k else np.full(n, -1)
+  budget = data.draw(st.integers(1, n))
+  def key(v):
+    return (-pagerank[v], v)
+  communities = [np.flatnonzero(labels == c).tolist() for c in set(labels.tolist()) - {-1}]
+  heads = [(len(c), min(c, key=key)) for c in communities]
+  heads = [h for _, h in sorted(heads, key=lambda sh: (-sh[0], key(sh[1])))]
+  expected = heads[:budget]
+  expected += [v for v in sorted(range(n), key=key) if v not in expected][:budget - len(expected)]
+  np.testing.assert_array_equal(spa_from_scores(pagerank, labels, budget, head_order="size"),
+                                expected)
+
+
+def test_size_head_order_on_a_hand_worked_example():
+  pagerank = np.array([0.9, 0.1, 0.5, 0.4, 0.3, 0.8, 0.05, 0.7, 0.2])
+  labels = np.array([0, 0, 1, 1, 1, -1, 2, -1, 2])
+  # Sizes 2, 3, 2; heads 0, 2, 8. Largest first: 2; then the size-2 tie by head PageRank: 0
+  # (0.9) before 8 (0.2); then the global fill: 5, 7.
+  np.testing.assert_array_equal(spa_from_scores(pagerank, labels, 2, head_order="size"), [2, 0])
+  np.testing.assert_array_equal(spa_from_scores(pagerank, labels, 5, head_order="size"),
+                                [2, 0, 8, 5, 7])
+  # The default keeps the heads of highest PageRank instead.
+  np.testing.assert_array_equal(spa_from_scores(pagerank, labels, 2), [0, 2])
+
+
 def test_paper_variant_takes_each_community_head_then_global_pagerank():
   pagerank = np.array([0.9, 0.1, 0.5, 0.4, 0.3, 0.8, 0.05, 0.7])
   labels = np.array([0, 0, 1, 1, 1, -1, 2, -1])
@@ -77,10 +111,11 @@ def test_paper_variant_takes_each_community_head_then_global_pagerank():
 def test_spa_query_on_karate_uses_scan_communities():
   graph = karate_graph()
   query = spa_query(graph, 8, seed=0)
-  clusters = scan(graph, seed=0)
-  assert query.clusters.num_clusters == clusters.num_clusters > 0
-  heads = {int(np.flatnonzero(clusters.labels == c)[np.argmax(
-      query.pagerank[clusters.labels == c])]) for c in range(clusters.num_clusters)}
+  clusters = scan_networkx(graph.to_networkx(), 0.5, 3, visiting_order(34, 0).tolist())
+  assert query.clusters.num_clusters == len(clusters) > 0
+  for c, members in enumerate(clusters):
+    assert set(np.flatnonzero(query.clusters.labels == c)) == set(members)
+  heads = {max(members, key=lambda v: (query.pagerank[v], -v)) for members in clusters}
   assert heads <= set(query.selected.tolist())
 
 
@@ -89,3 +124,5 @@ def test_bad_budget_or_variant_is_rejected():
     spa_from_scores(np.ones(3), np.zeros(3, int), 4)
   with pytest.raises(ValueError, match="variant"):
     spa_from_scores(np.ones(3), np.zeros(3, int), 2, "other")
+  with pytest.raises(ValueError, match="head_order"):
+    spa_from_scores(np.ones(3), np.zeros(3, int), 2, head_order="other")
