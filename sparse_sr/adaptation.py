@@ -108,6 +108,34 @@ def speaker_cmvn_stats(dataset: Dataset, config: FeatureConfig, batch_size: int 
   return stats
 
 
+def pooled_cmvn_stats(dataset: Dataset, config: FeatureConfig,
+                      batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+  """The statistics of all of ``dataset``'s frames as if spoken by one speaker (global
+  CMVN): what an unseen speaker is normalized by without adaptation."""
+  pooled = Dataset([dataclasses.replace(u, speaker="") for u in dataset.utterances],
+                   dataset.tokenizer, dataset.use_audio, dataset.use_video, dataset.sample_rate)
+  return speaker_cmvn_stats(pooled, config, batch_size)[""]
+
+
+def held_out_cmvn_splits(utterances: Sequence[Utterance], training_stats: dict,
+                         pooled: tuple[np.ndarray, np.ndarray], config: FeatureConfig,
+                         tokenizer, adaptation_takes: int = 25
+                         ) -> tuple[list[Utterance], dict, dict]:
+  """The protocol for speakers of ``utterances`` not in ``training_stats``: each is split by
+  :func:`adaptation_split`, its statistics come from its adaptation half only. Returns the
+  evaluation halves (one list), the statistics with every unseen speaker *adapted*, and
+  *unadapted* (unseen speakers normalized by the ``pooled`` training statistics)."""
+  unseen = sorted({u.speaker for u in utterances} - set(training_stats))
+  evaluation, adapted, unadapted = [], dict(training_stats), dict(training_stats)
+  for speaker in unseen:
+    adaptation, held = adaptation_split([u for u in utterances if u.speaker == speaker],
+                                        adaptation_takes)
+    adapted.update(speaker_cmvn_stats(Dataset(adaptation, tokenizer), config))
+    unadapted[speaker] = pooled
+    evaluation += held
+  return evaluation, adapted, unadapted
+
+
 class SpeakerCMVN:
   """Batch ``transform(batch, rng)`` (see :class:`sparse_sr.data.loader.BatchIterator`) adding
   each utterance's speaker statistics as ``cmvn_mean``/``cmvn_std``, which the model then
@@ -190,10 +218,11 @@ class SelfTrainingConfig:
   ctc_weight: float = 0.3        # in the closed-vocabulary scores (as evaluation)
 
 
-def fine_tune(model: SpeechRecognizer, dataset: Dataset, config: TrainConfig,
-              mesh=None) -> SpeechRecognizer:
+def fine_tune(model: SpeechRecognizer, dataset: Dataset, config: TrainConfig, mesh=None,
+              transform=None) -> SpeechRecognizer:
   """``config.steps`` AdamW steps (warm-up then cosine decay) from ``model``'s weights on
-  ``dataset``, with the training augmentations and dropout of ``model.config``."""
+  ``dataset``, with the training augmentations and dropout of ``model.config``; ``transform``
+  as :class:`sparse_sr.data.loader.BatchIterator`'s (e.g. :class:`SpeakerCMVN`)."""
   mesh = mesh or make_mesh()
   graphdef, params, other = nnx.split(model, nnx.Param, ...)
   schedule = optax.warmup_cosine_decay_schedule(
@@ -204,7 +233,7 @@ def fine_tune(model: SpeechRecognizer, dataset: Dataset, config: TrainConfig,
                                       weight_decay=config.weight_decay))
   opt_state = optimizer.init(params)
   step = make_train_step(graphdef, optimizer, config)
-  iterator = BatchIterator(dataset, config.batch_size, seed=config.seed,
+  iterator = BatchIterator(dataset, config.batch_size, seed=config.seed, transform=transform,
                            padding=Padding.for_dataset(dataset, config.num_buckets))
   key = jax.random.key(config.seed)
   for _ in range(config.steps):
@@ -219,18 +248,20 @@ def fine_tune(model: SpeechRecognizer, dataset: Dataset, config: TrainConfig,
 def self_train(model: SpeechRecognizer, adaptation: Sequence[Utterance],
                labelled: Sequence[Utterance], candidates: Sequence[str], tokenizer,
                train_config: TrainConfig,
-               config: SelfTrainingConfig = SelfTrainingConfig(), mesh=None
+               config: SelfTrainingConfig = SelfTrainingConfig(), mesh=None,
+               cmvn: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
                ) -> tuple[SpeechRecognizer, list[dict]]:
   """Adapts ``model`` to the speaker of ``adaptation`` (unlabelled: transcripts are never
   read) by ``config.rounds`` rounds of pseudo-labelling and fine-tuning on the pseudo-labelled
   utterances plus ``labelled`` (the training data). Every round starts from the adapted model
-  of the previous one. Returns the adapted model and, per round, the pseudo-labels."""
+  of the previous one; ``cmvn`` (speaker statistics of every speaker involved) switches to
+  speaker-level normalization. Returns the adapted model and, per round, the pseudo-labels."""
   candidates = list(candidates)
   unlabelled = [dataclasses.replace(u, text=UNKNOWN_TRANSCRIPT) for u in adaptation]
   rounds = []
   for r in range(config.rounds):
     scores = candidate_scores(model, Dataset(unlabelled, tokenizer), candidates,
-                              ctc_weight=config.ctc_weight)
+                              ctc_weight=config.ctc_weight, cmvn=cmvn)
     selected, labels = confident_pseudo_labels(scores, config.keep)
     pseudo = [dataclasses.replace(unlabelled[i], text=candidates[c])
               for i, c in zip(selected, labels)]
@@ -242,7 +273,8 @@ def self_train(model: SpeechRecognizer, adaptation: Sequence[Utterance],
         train_config, steps=config.steps, learning_rate=config.learning_rate,
         warmup_steps=min(train_config.warmup_steps, config.steps // 5),
         seed=train_config.seed + 1 + r)
-    model = fine_tune(model, mixed, step_config, mesh)
+    model = fine_tune(model, mixed, step_config, mesh,
+                      None if cmvn is None else SpeakerCMVN(mixed, cmvn))
     rounds.append({"round": r + 1, "ids": [unlabelled[i].id for i in selected],
                    "labels": [candidates[c] for c in labels]})
   return model, rounds
