@@ -418,7 +418,6 @@ def speaker_cmvn_splits(train_set, eval_sets: dict, features, adaptation_takes: 
   ``NAME_eval_half_adapted`` (by the statistics of the speaker's adaptation half)."""
   from sparse_sr.adaptation import (SpeakerCMVN, held_out_cmvn_splits, pooled_cmvn_stats,
                                     speaker_cmvn_stats)
-  from sparse_sr.data.loader import Dataset
   training = speaker_cmvn_stats(train_set, features)
   pooled = pooled_cmvn_stats(train_set, features)
   union = {u.id: u for dataset in eval_sets.values() for u in dataset.utterances}
