@@ -269,6 +269,10 @@ def cmd_train(args) -> int:
 
   out = _out_dir(args, "speech-run")
   check_sparse_and_pruning_args(args)
+  if args.speaker_cmvn and args.modality == "video":
+    raise ValueError("--speaker-cmvn normalizes audio features; use --modality audio or av")
+  if args.adaptation_takes < 1:
+    raise ValueError(f"--adaptation-takes must be at least 1, got {args.adaptation_takes}")
   if args.model not in model_lib.PRESETS:
     raise ValueError(f"unknown model {args.model!r}; choose from {sorted(model_lib.PRESETS)}")
   if args.data:
@@ -363,7 +367,7 @@ def cmd_train(args) -> int:
   for name, dataset in eval_sets.items():
     last = result["evaluations"][-1] if result["evaluations"] else {}
     if (name == first_split and not args.beam and not candidates
-        and last.get("step") == result["steps"] and not args.speaker_cmvn):
+        and last.get("step") == result["steps"]):
       evaluations[name] = last  # evaluated at the last step already
     else:
       evaluations[name] = evaluate(result["model"], dataset, beam=args.beam, mesh=mesh,
