@@ -21,6 +21,12 @@ QUICK_TRAIN = dict(steps=1000, batch_size=16, learning_rate=2e-3, warmup_steps=3
 QUICK_RECIPE = dict(ctc_weight=0.9, dropout=0.0, spec_augment="off")
 PAPER_RECIPE = dict(ctc_weight=0.1, dropout=None, spec_augment="on")  # None: the preset's
 VTLN_WARPS = tuple(round(0.8 + 0.05 * k, 2) for k in range(9))   # 0.8 .. 1.2
+SPEAKER_CMVN_HELP = (
+    "normalize log-mels by speaker-level statistics (Kaldi-style CMVN) instead of per "
+    "utterance: training speakers by their training recordings; a speaker not in training "
+    "by the pooled training statistics (split NAME), and, on the evaluation half of its "
+    "recordings, also by the statistics of its adaptation half (NAME_eval_half_adapted, "
+    "beside NAME_eval_half unadapted); transcripts of the adaptation half are never read")
 VTLN_HELP = ("also evaluate with test-time vocal tract length normalization: per speaker, "
              "the frequency warp in 0.8..1.2 under which the best CTC paths are most "
              "probable (no transcripts used); reported as split NAME_vtln")
@@ -97,6 +103,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="also score closed-vocabulary recognition: the best of the distinct "
                      "training transcripts (e.g. FSDD's ten digit words)")
   train.add_argument("--vtln", action="store_true", help=VTLN_HELP)
+  train.add_argument("--speaker-cmvn", action="store_true", help=SPEAKER_CMVN_HELP)
+  train.add_argument("--adaptation-takes", type=int, default=25,
+                     help="with --speaker-cmvn: an unseen FSDD speaker's takes below this "
+                     "index form the (unlabelled) adaptation half, the others the evaluation "
+                     "half (default 25)")
   train.add_argument("--tokenizer", choices=("char", "sentencepiece"), default="char")
   train.add_argument("--mesh", default=None, help="device mesh, e.g. data=2 (default: all "
                      "devices on the data axis)")
@@ -258,6 +269,10 @@ def cmd_train(args) -> int:
 
   out = _out_dir(args, "speech-run")
   check_sparse_and_pruning_args(args)
+  if args.speaker_cmvn and args.modality == "video":
+    raise ValueError("--speaker-cmvn normalizes audio features; use --modality audio or av")
+  if args.adaptation_takes < 1:
+    raise ValueError(f"--adaptation-takes must be at least 1, got {args.adaptation_takes}")
   if args.model not in model_lib.PRESETS:
     raise ValueError(f"unknown model {args.model!r}; choose from {sorted(model_lib.PRESETS)}")
   if args.data:
@@ -321,7 +336,8 @@ def cmd_train(args) -> int:
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "config.json").write_text(json.dumps({
       "model": dataclasses.asdict(model_config), "tokenizer": tokenizer.to_json(),
-      "train": dataclasses.asdict(train_config), "data": str(data_dir.resolve())}, indent=1))
+      "train": dataclasses.asdict(train_config), "data": str(data_dir.resolve()),
+      "speaker_cmvn": args.speaker_cmvn, "adaptation_takes": args.adaptation_takes}, indent=1))
   mesh = make_mesh(args.mesh)
   from sparse_sr.ddp import batches_per_epoch
   from sparse_sr.msrs import zero_fraction
@@ -331,10 +347,19 @@ def cmd_train(args) -> int:
   optimizer, reparam, sampler, transform, sparse_config = sparse_and_pruning(
       args, make_optimizer(train_config), train_config.steps, len(train_set), epochs,
       train_config.batch_size)
+  eval_transforms = {name: None for name in eval_sets}
+  if args.speaker_cmvn:
+    train_cmvn, cmvn_splits = speaker_cmvn_splits(train_set, eval_sets, model_config.features,
+                                                  args.adaptation_takes)
+    eval_sets = {name: dataset for name, (dataset, _) in cmvn_splits.items()}
+    eval_transforms = {name: add_cmvn for name, (_, add_cmvn) in cmvn_splits.items()}
+    transform = train_cmvn if transform is None else (
+        lambda batch, rng, time_drop=transform: time_drop(train_cmvn(batch, rng), rng))
   start = time.perf_counter()
   result = train(model_config, train_config, train_set, eval_data=eval_sets[first_split],
                  mesh=mesh, workdir=workdir, optimizer=optimizer, reparam=reparam,
-                 sampler=sampler, transform=transform)
+                 sampler=sampler, transform=transform,
+                 eval_transform=eval_transforms[first_split])
   wall = time.perf_counter() - start
   from sparse_sr.train import evaluate
   candidates = sorted({u.text for u in train_utts}) if args.closed_vocabulary else None
@@ -347,11 +372,11 @@ def cmd_train(args) -> int:
     else:
       evaluations[name] = evaluate(result["model"], dataset, beam=args.beam, mesh=mesh,
                                    batch_size=train_config.eval_batch_size,
-                                   candidates=candidates)
+                                   candidates=candidates, transform=eval_transforms[name])
     if args.vtln:
       evaluations[f"{name}_vtln"] = evaluate(
           result["model"], dataset, mesh=mesh, batch_size=train_config.eval_batch_size,
-          candidates=candidates, warps=VTLN_WARPS)
+          candidates=candidates, warps=VTLN_WARPS, transform=eval_transforms[name])
   history = result["history"]
   from flax import nnx
   metrics = {
@@ -380,12 +405,38 @@ def cmd_train(args) -> int:
                 f"--time-drop {args.time_drop}" + (" --quick" if args.quick else ""),
                 config={"model": dataclasses.asdict(model_config),
                         "train": dataclasses.asdict(train_config), "mesh": dict(mesh.shape),
-                        **sparse_config,
+                        **sparse_config, "speaker_cmvn": args.speaker_cmvn,
+                        "adaptation_takes": args.adaptation_takes,
                         "workdir": str(workdir)},
                 data=data, metrics=metrics,
                 timings={"wall_seconds": wall, "train_step_seconds": result["train_seconds"]}),
          args)
   return 0
+
+
+def speaker_cmvn_splits(train_set, eval_sets: dict, features, adaptation_takes: int):
+  """``(training transform, {split: (dataset, transform)})`` under speaker-level CMVN
+  (:mod:`sparse_sr.adaptation`). Every split is evaluated *unadapted* (a speaker not in
+  training normalized by the pooled training statistics); a split holding the evaluation
+  half of such a speaker's recordings also gives ``NAME_eval_half`` (unadapted) and
+  ``NAME_eval_half_adapted`` (by the statistics of the speaker's adaptation half)."""
+  from sparse_sr.adaptation import (SpeakerCMVN, held_out_cmvn_splits, pooled_cmvn_stats,
+                                    speaker_cmvn_stats)
+  training = speaker_cmvn_stats(train_set, features)
+  pooled = pooled_cmvn_stats(train_set, features)
+  union = {u.id: u for dataset in eval_sets.values() for u in dataset.utterances}
+  evaluation, adapted, unadapted = held_out_cmvn_splits(
+      list(union.values()), training, pooled, features, train_set.tokenizer, adaptation_takes)
+  held = {u.id for u in evaluation}
+  splits = {}
+  for name, dataset in eval_sets.items():
+    splits[name] = (dataset, SpeakerCMVN(dataset, unadapted))
+    half = [u for u in dataset.utterances if u.id in held]
+    if half:
+      half_set = dataclasses.replace(dataset, utterances=half)
+      splits[f"{name}_eval_half"] = (half_set, SpeakerCMVN(half_set, unadapted))
+      splits[f"{name}_eval_half_adapted"] = (half_set, SpeakerCMVN(half_set, adapted))
+  return SpeakerCMVN(train_set, training), splits
 
 
 def load_run(workdir: Path):
@@ -415,15 +466,23 @@ def cmd_eval(args) -> int:
   candidates = None
   if args.closed_vocabulary:
     candidates = sorted({u.text for u in corpus.read_manifest(data_dir / "train.jsonl")})
-  for name, path in _splits(data_dir, args.split).items():
-    dataset = Dataset(corpus.read_manifest(path), tokenizer, **uses)
+  eval_sets = {name: Dataset(corpus.read_manifest(path), tokenizer, **uses)
+               for name, path in _splits(data_dir, args.split).items()}
+  splits = {name: (dataset, None) for name, dataset in eval_sets.items()}
+  if config.get("speaker_cmvn"):  # the model was trained with speaker-level CMVN
+    train_set = Dataset(corpus.read_manifest(data_dir / "train.jsonl"), tokenizer, **uses)
+    _, splits = speaker_cmvn_splits(train_set, eval_sets, model.config.features,
+                                    config["adaptation_takes"])
+  for name, (dataset, transform) in splits.items():
     metrics[name] = evaluate(model, dataset, beam=args.beam, ctc_weight=args.ctc_weight,
-                             candidates=candidates)
+                             candidates=candidates, transform=transform)
     if args.vtln:
       metrics[f"{name}_vtln"] = evaluate(model, dataset, ctc_weight=args.ctc_weight,
-                                         candidates=candidates, warps=VTLN_WARPS)
+                                         candidates=candidates, warps=VTLN_WARPS,
+                                         transform=transform)
   _write(Report("speech-eval", f"jaxrepro speech eval --ckpt {workdir}",
                 config={"beam": args.beam, "ctc_weight": args.ctc_weight,
+                        "speaker_cmvn": bool(config.get("speaker_cmvn")),
                         "vtln_warps": list(VTLN_WARPS) if args.vtln else None},
                 data=str(data_dir.resolve()), metrics=metrics,
                 timings={"seconds": time.perf_counter() - start}), args)

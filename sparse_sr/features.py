@@ -188,6 +188,15 @@ def normalize(features: jax.Array, lengths: jax.Array) -> jax.Array:
   return jnp.where(mask, (features - mean) * jax.lax.rsqrt(var + 1e-5), 0.0)
 
 
+def normalize_with(features: jax.Array, lengths: jax.Array, mean: jax.Array,
+                   std: jax.Array) -> jax.Array:
+  """Mean/variance normalization of ``features (batch, frames, mels)`` by given statistics
+  ``mean, std (batch, mels)`` (e.g. a speaker's, see :mod:`sparse_sr.adaptation`), padding
+  zeroed."""
+  mask = (jnp.arange(features.shape[-2])[None, :] < lengths[:, None])[..., None]
+  return jnp.where(mask, (features - mean[:, None, :]) / std[:, None, :], 0.0)
+
+
 @dataclasses.dataclass(frozen=True)
 class SpecAugmentConfig:
   """SpecAugment's LibriSpeech-basic-like policy, with time masks scaled by length."""

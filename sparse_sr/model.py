@@ -18,7 +18,8 @@ from flax import nnx
 from sparse_sr.conformer import ConformerConfig, ConformerEncoder, ConvSubsampling
 from sparse_sr.decoder import DecoderConfig, TransformerDecoder
 from sparse_sr.features import (FeatureConfig, SpecAugmentConfig, feature_lengths,
-                                log_mel_from_power, normalize, power_spectrogram, spec_augment,
+                                log_mel_from_power, normalize, normalize_with,
+                                power_spectrogram, spec_augment,
                                 tempo, vtlp, warp_frequencies)
 from sparse_sr.visual import VisualConfig, VisualFrontEnd
 
@@ -121,9 +122,11 @@ class SpeechRecognizer(nnx.Module):
     self.ctc_head = nnx.Linear(d, config.vocab_size, rngs=rngs)
     self.decoder = TransformerDecoder(config.vocab_size, d, config.decoder, rngs=rngs)
 
-  def encode_audio(self, audio, audio_len, rngs=None, warp=None):
+  def encode_audio(self, audio, audio_len, rngs=None, warp=None, cmvn=None):
     """``warp (batch,)``: fixed frequency warp factors (test-time VTLN, see
-    :func:`sparse_sr.features.warp_frequencies`)."""
+    :func:`sparse_sr.features.warp_frequencies`); ``cmvn``: ``(mean, std)``, each
+    ``(batch, n_mels)``, normalize log-mels by these (speaker-level) statistics instead of
+    each utterance's own."""
     power = power_spectrogram(audio, self.config.features)
     lengths = feature_lengths(audio_len, self.config.features)
     if warp is not None:
@@ -133,7 +136,8 @@ class SpeechRecognizer(nnx.Module):
     if rngs is not None and self.config.tempo_change:
       power, lengths = tempo(rngs.augment(), power, lengths, self.config.tempo_change)
     features = log_mel_from_power(power, self.config.features)
-    features = normalize(features, lengths)
+    features = (normalize(features, lengths) if cmvn is None
+                else normalize_with(features, lengths, *cmvn))
     if rngs is not None and self.config.spec_augment is not None:
       features = spec_augment(rngs.augment(), features, lengths, self.config.spec_augment)
     x, lengths = self.subsample(features, lengths)
@@ -142,16 +146,18 @@ class SpeechRecognizer(nnx.Module):
 
   def encode(self, batch, rngs=None):
     """Encoder output; ``rngs`` (streams ``dropout`` and ``augment``) means training; an
-    optional ``batch["warp"]`` warps the audio's frequency axis."""
+    optional ``batch["warp"]`` warps the audio's frequency axis, optional
+    ``batch["cmvn_mean"]`` and ``batch["cmvn_std"]`` replace per-utterance normalization."""
     train = rngs is not None
     if self.config.modality == "audio":
-      return self.encode_audio(batch["audio"], batch["audio_len"], rngs, batch.get("warp"))
+      return self.encode_audio(batch["audio"], batch["audio_len"], rngs, batch.get("warp"),
+                               _cmvn(batch))
     x, valid = self.visual(batch["video"], batch["video_len"], train)
     video_out = self.video_encoder(x, valid, rngs)
     if self.config.modality == "video":
       return video_out, valid
     audio_out, audio_valid = self.encode_audio(batch["audio"], batch["audio_len"], rngs,
-                                               batch.get("warp"))
+                                               batch.get("warp"), _cmvn(batch))
     frames = video_out.shape[1]  # audio is padded to whole video frames: same rate and count
     audio_out, audio_valid = audio_out[:, :frames], audio_valid[:, :frames]
     valid = valid | audio_valid
@@ -163,6 +169,10 @@ class SpeechRecognizer(nnx.Module):
 
   def decode(self, tokens, memory, valid, rngs=None):
     return self.decoder(tokens, memory, valid, rngs)
+
+
+def _cmvn(batch):
+  return (batch["cmvn_mean"], batch["cmvn_std"]) if "cmvn_mean" in batch else None
 
 
 def model_config_from_dict(d: dict) -> ModelConfig:

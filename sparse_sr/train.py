@@ -117,7 +117,8 @@ def evaluate(model: SpeechRecognizer, dataset: Dataset, *, batch_size: int = 32,
              beam: int = 0, ctc_weight: float = 0.3, mesh: Mesh | None = None,
              max_utterances: int | None = None,
              candidates: Sequence[str] | None = None,
-             warps: Sequence[float] | None = None) -> dict[str, Any]:
+             warps: Sequence[float] | None = None,
+             transform: Callable[[dict], dict] | None = None) -> dict[str, Any]:
   """WER/CER of greedy CTC, greedy attention decoding, joint CTC/attention beam search
   when ``beam > 0``, and closed-vocabulary recognition (the best-scoring of ``candidates``
   under the hybrid model) when given, on ``dataset``.
@@ -127,7 +128,8 @@ def evaluate(model: SpeechRecognizer, dataset: Dataset, *, batch_size: int = 32,
   normalization"): every utterance is decoded under each frequency warp factor, and each
   speaker gets the factor under which the best CTC paths of all their utterances are most
   probable (no transcript is used). Results are those under the chosen factors, listed in
-  ``result["vtln"]``; beam search is then not available.
+  ``result["vtln"]``; beam search is then not available. ``transform(batch)`` adds inputs
+  to every batch (e.g. :class:`sparse_sr.adaptation.SpeakerCMVN`'s speaker statistics).
   """
   if warps and beam:
     raise ValueError("test-time VTLN (warps) decodes greedily; use beam=0")
@@ -149,6 +151,8 @@ def evaluate(model: SpeechRecognizer, dataset: Dataset, *, batch_size: int = 32,
     """Hypotheses of every utterance (by index) under one warp factor (None: none)."""
     out = {}
     for batch in eval_batches(dataset, batch_size, padding):
+      if transform is not None:
+        batch = transform(batch)
       device_batch = {k: v for k, v in batch.items() if k != "index"}
       if warp is not None:
         device_batch["warp"] = np.full(len(batch["valid"]), warp, np.float32)
@@ -227,7 +231,8 @@ def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *
           transform: Callable | None = None, quiet: bool | None = None,
           stop_after: int | None = None,
           optimizer: optax.GradientTransformation | None = None, reparam: Any = None,
-          layer_norm_steps: int = 0) -> dict[str, Any]:
+          layer_norm_steps: int = 0,
+          eval_transform: Callable[[dict], dict] | None = None) -> dict[str, Any]:
   """Trains for ``config.steps`` steps, resuming from ``workdir``'s latest checkpoint.
 
   ``stop_after`` ends the run early at that step (after checkpointing), as an
@@ -235,7 +240,8 @@ def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *
   ``jaxrepro.sparsity.dynamic_sparsity``); ``reparam`` (``init(params)``,
   ``weights(trained, opt_state)``, ``penalty``, ``metrics``, e.g. :class:`sparse_sr.msrs.MSRS`)
   trains a tree of its own from which the model's weights are computed; the first
-  ``layer_norm_steps`` steps record per-leaf gradient norms. Returns the model, final
+  ``layer_norm_steps`` steps record per-leaf gradient norms; ``eval_transform`` is
+  :func:`evaluate`'s ``transform`` for ``eval_data``. Returns the model, final
   metrics, evaluations (with ``seconds``, the cumulative real time of the steps so far, data
   loading and compilation included), throughput, ``step_seconds`` (real time of all steps) and
   ``steady_seconds`` (the same without the steps that compiled).
@@ -315,7 +321,8 @@ def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *
         logger.log(step, **record)
     if eval_data is not None and (step % config.eval_every == 0 or step == config.steps):
       result = evaluate(nnx.merge(graphdef, weights(params, opt_state), other), eval_data,
-                        batch_size=config.eval_batch_size, mesh=mesh)
+                        batch_size=config.eval_batch_size, mesh=mesh,
+                        transform=eval_transform)
       evaluations.append({"step": step, "seconds": step_seconds, **result})
       if logger:
         logger.log(step, eval_cer=result["greedy_ctc"]["cer"],

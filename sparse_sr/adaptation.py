@@ -1,0 +1,145 @@
+"""Unsupervised adaptation to an unseen speaker: speaker-level feature normalization.
+
+The protocol (:func:`adaptation_split`) divides a held-out speaker's recordings by take
+index: the first takes form the *adaptation* half, whose audio may be used but whose
+transcripts are dropped before anything else sees them; the remaining takes form the
+*evaluation* half, which adaptation never reads. Accuracy is reported on the evaluation half
+only, before adaptation (the speaker normalized by the pooled training statistics) and after.
+
+Speaker-level CMVN (cepstral mean and variance normalization per speaker, as Kaldi's
+``compute-cmvn-stats --spk2utt``; Viikki & Laurila 1998, Speech Communication 25(1-3),
+"Cepstral domain segmental feature vector normalization for noise robust speech
+recognition"): log-mel features are normalized by the mean and standard deviation of all
+frames of the speaker rather than of the utterance, so a short isolated word keeps its own
+spectral shape while the speaker's static characteristics (spectral tilt, level) are
+removed. Training speakers' statistics come from their training recordings; the unseen
+speaker's from the adaptation half only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sparse_sr.data.corpus import Utterance
+from sparse_sr.data.loader import Dataset, Padding, eval_batches
+from sparse_sr.features import (FeatureConfig, feature_lengths, log_mel_from_power,
+                                power_spectrogram)
+
+UNKNOWN_TRANSCRIPT = "unknown"  # what the adaptation half's transcripts become
+
+
+def take_index(utterance: Utterance) -> int:
+  """The take index of an FSDD recording, from its id ``{digit}_{speaker}_{index}``."""
+  match = re.fullmatch(r"\d_[A-Za-z]+_(\d+)", utterance.id)
+  if not match:
+    raise ValueError(f"{utterance.id} ({utterance.audio}): not an FSDD recording id "
+                     "{digit}_{speaker}_{index}")
+  return int(match[1])
+
+
+def adaptation_split(utterances: Sequence[Utterance], adaptation_takes: int = 25
+                     ) -> tuple[list[Utterance], list[Utterance]]:
+  """``(adaptation, evaluation)`` halves of one speaker's FSDD recordings by take index:
+  takes ``0 .. adaptation_takes - 1`` adapt, the later takes evaluate. The adaptation
+  half's transcripts are replaced by :data:`UNKNOWN_TRANSCRIPT`, so adaptation cannot read
+  them."""
+  speakers = {u.speaker for u in utterances}
+  if len(speakers) != 1:
+    raise ValueError(f"adaptation is per speaker; got speakers {sorted(speakers)}")
+  adaptation = [dataclasses.replace(u, text=UNKNOWN_TRANSCRIPT) for u in utterances
+                if take_index(u) < adaptation_takes]
+  evaluation = [u for u in utterances if take_index(u) >= adaptation_takes]
+  if not adaptation or not evaluation:
+    raise ValueError(f"adaptation_takes={adaptation_takes} leaves an empty half "
+                     f"({len(adaptation)} adaptation, {len(evaluation)} evaluation recordings)")
+  return adaptation, evaluation
+
+
+@functools.lru_cache(maxsize=8)
+def _log_mel_sums_fn(config: FeatureConfig):
+  @jax.jit
+  def sums(audio, audio_len):
+    features = log_mel_from_power(power_spectrogram(audio, config), config)
+    frames = feature_lengths(audio_len, config)
+    mask = (jnp.arange(features.shape[1])[None, :] < frames[:, None])[..., None]
+    return (jnp.sum(features * mask, 1), jnp.sum(features ** 2 * mask, 1), frames)
+  return sums
+
+
+def speaker_cmvn_stats(dataset: Dataset, config: FeatureConfig, batch_size: int = 32,
+                       variance_floor: float = 1e-5) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """Per speaker of ``dataset``, the mean and standard deviation ``(n_mels,)`` of the
+  log-mel features of all valid frames of all their utterances (transcripts not read)."""
+  sums_fn = _log_mel_sums_fn(config)
+  speakers = [u.speaker for u in dataset.utterances]
+  totals: dict[str, list] = {}
+  no_text = _without_transcripts(dataset)
+  for batch in eval_batches(no_text, batch_size, Padding.for_dataset(no_text, 1)):
+    s1, s2, n = (np.asarray(x, np.float64) for x in sums_fn(batch["audio"], batch["audio_len"]))
+    for j in np.flatnonzero(batch["valid"]):
+      acc = totals.setdefault(speakers[int(batch["index"][j])], [0.0, 0.0, 0.0])
+      acc[0], acc[1], acc[2] = acc[0] + s1[j], acc[1] + s2[j], acc[2] + n[j]
+  stats = {}
+  for speaker, (s1, s2, n) in totals.items():
+    mean = s1 / n
+    var = np.maximum(s2 / n - mean ** 2, 0.0)
+    stats[speaker] = (mean.astype(np.float32), np.sqrt(var + variance_floor).astype(np.float32))
+  return stats
+
+
+def pooled_cmvn_stats(dataset: Dataset, config: FeatureConfig,
+                      batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+  """The statistics of all of ``dataset``'s frames as if spoken by one speaker (global
+  CMVN): what an unseen speaker is normalized by without adaptation."""
+  pooled = dataclasses.replace(dataset, utterances=[dataclasses.replace(u, speaker="")
+                                                    for u in dataset.utterances])
+  return speaker_cmvn_stats(pooled, config, batch_size)[""]
+
+
+def held_out_cmvn_splits(utterances: Sequence[Utterance], training_stats: dict,
+                         pooled: tuple[np.ndarray, np.ndarray], config: FeatureConfig,
+                         tokenizer, adaptation_takes: int = 25
+                         ) -> tuple[list[Utterance], dict, dict]:
+  """The protocol for speakers of ``utterances`` not in ``training_stats``: each is split by
+  :func:`adaptation_split`, its statistics come from its adaptation half only. Returns the
+  evaluation halves (one list), the statistics with every unseen speaker *adapted*, and
+  *unadapted* (unseen speakers normalized by the ``pooled`` training statistics)."""
+  unseen = sorted({u.speaker for u in utterances} - set(training_stats))
+  evaluation, adapted, unadapted = [], dict(training_stats), dict(training_stats)
+  for speaker in unseen:
+    adaptation, held = adaptation_split([u for u in utterances if u.speaker == speaker],
+                                        adaptation_takes)
+    adapted.update(speaker_cmvn_stats(Dataset(adaptation, tokenizer), config))
+    unadapted[speaker] = pooled
+    evaluation += held
+  return evaluation, adapted, unadapted
+
+
+class SpeakerCMVN:
+  """Batch ``transform(batch, rng)`` (see :class:`sparse_sr.data.loader.BatchIterator`) adding
+  each utterance's speaker statistics as ``cmvn_mean``/``cmvn_std``, which the model then
+  normalizes by instead of per utterance."""
+
+  def __init__(self, dataset: Dataset, stats: dict[str, tuple[np.ndarray, np.ndarray]]):
+    missing = sorted({u.speaker for u in dataset.utterances} - set(stats))
+    if missing:
+      raise ValueError(f"no CMVN statistics for speakers {missing}")
+    self.speakers = [u.speaker for u in dataset.utterances]
+    self.stats = stats
+
+  def __call__(self, batch: dict, rng: np.random.Generator | None = None) -> dict:
+    chosen = [self.stats[self.speakers[int(i)]] for i in batch["index"]]
+    return {**batch, "cmvn_mean": np.stack([m for m, _ in chosen]),
+            "cmvn_std": np.stack([s for _, s in chosen])}
+
+
+def _without_transcripts(dataset: Dataset) -> Dataset:
+  return dataclasses.replace(dataset, utterances=[
+      dataclasses.replace(u, text=UNKNOWN_TRANSCRIPT) for u in dataset.utterances])
