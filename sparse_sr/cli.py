@@ -335,11 +335,12 @@ def cmd_train(args) -> int:
       "model": dataclasses.asdict(model_config), "tokenizer": tokenizer.to_json(),
       "train": dataclasses.asdict(train_config), "data": str(data_dir.resolve())}, indent=1))
   mesh = make_mesh(args.mesh)
-  from sparse_sr.ddp import batches_per_epoch
+  from sparse_sr.ddp import epochs_for_steps
   from sparse_sr.msrs import zero_fraction
   from sparse_sr.train import make_optimizer
-  epochs = max(1, -(-train_config.steps // batches_per_epoch(len(train_set),
-                                                             train_config.batch_size)))
+  epochs = epochs_for_steps(train_config.steps, len(train_set), train_config.batch_size,
+                            1.0 if args.prune == "none" else args.keep,
+                            anneal_epochs=args.anneal_epochs)
   optimizer, reparam, sampler, transform, sparse_config = sparse_and_pruning(
       args, make_optimizer(train_config), train_config.steps, len(train_set), epochs,
       train_config.batch_size)

@@ -207,6 +207,17 @@ def run_steps(num_examples: int, batch_size: int, epochs: int, keep: float = 1.0
                                                              batch_size)
 
 
+def epochs_for_steps(steps: int, num_examples: int, batch_size: int, keep: float = 1.0, *,
+                     warmup_epochs: int = 1, anneal_epochs: int = 0) -> int:
+  """The fewest epochs whose :func:`run_steps` reach ``steps`` (pruned epochs are shorter,
+  so a pruned run of a given number of steps spans more epochs than a full one)."""
+  epochs = 1
+  while run_steps(num_examples, batch_size, epochs, keep, warmup_epochs=warmup_epochs,
+                  anneal_epochs=anneal_epochs) < steps:
+    epochs += 1
+  return epochs
+
+
 def _round_up(n: int, multiple: int) -> int:
   return max(multiple, -(-n // multiple) * multiple)
 

@@ -10,7 +10,8 @@ from sparse_sr.data import corpus
 from sparse_sr.data.audio import write_wav
 from sparse_sr.data.loader import BatchIterator, Dataset, bucketed_batches
 from sparse_sr.ddp import (DataPruningSampler, OutsideAnnealing, TimeDrop, batches_per_epoch,
-                           dropped_frames, make_sampler, run_steps)
+                           dropped_frames, epochs_for_steps, make_sampler,
+                           run_steps)
 from sparse_sr.decoder import DecoderConfig
 from sparse_sr.features import FeatureConfig, feature_lengths
 from sparse_sr.model import ModelConfig
@@ -260,6 +261,16 @@ def test_run_steps_ends_exactly_at_the_last_epoch(noise_dataset, keep, anneal):
   epochs_seen = [(next(iterator), iterator.epoch)[1] for _ in range(steps + 1)]
   # the loader's own count: `steps` batches cover epochs 0..4, the next starts epoch 5
   assert epochs_seen[steps - 1] == epochs - 1 and epochs_seen[steps] == epochs
+
+
+def test_epochs_for_steps_inverts_run_steps():
+  for keep, anneal in ((1.0, 0), (0.7, 0), (0.5, 2)):
+    for epochs in range(4, 9):
+      steps = run_steps(300, 8, epochs, keep, anneal_epochs=anneal)
+      assert epochs_for_steps(steps, 300, 8, keep, anneal_epochs=anneal) == epochs
+      assert epochs_for_steps(steps + 1, 300, 8, keep, anneal_epochs=anneal) == epochs + 1
+  # 300 pruned steps: 37 in the warm-up epoch, then 26 a pruned epoch (keep 0.7)
+  assert epochs_for_steps(300, 300, 8, 0.7) == 1 + -(-(300 - 37) // 26) == 12
 
 
 @pytest.mark.slow
