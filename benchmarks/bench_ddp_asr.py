@@ -32,7 +32,7 @@ single digits; the official test takes 0-4, 300 utterances) when
 full-data training loss of this recipe has flattened (see ``EPOCHS``), chosen without
 looking at test scores.
 
-``--quick`` (about 2-3 minutes on 2 shared CPU cores, mostly compilation): conformer-nano, a
+``--quick`` (about 70 s at load ~5 on 2 shared CPU cores, mostly compilation): conformer-nano, a
 fixed random 640 of the FSDD training utterances (the espeak corpus without FSDD), 4 epochs
 of batch 32, one length bucket, variants full / random+chunk / easy2hard+chunk; far too little
 training for a meaningful WER.
