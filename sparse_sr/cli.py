@@ -150,6 +150,9 @@ def add_sparse_and_pruning_args(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--time-drop", choices=("none",) + TIME_DROPS, default="none",
                       help="drop feature frames inside utterances as points or chunks")
   parser.add_argument("--drop", type=float, default=0.3, help="fraction of frames dropped")
+  parser.add_argument("--anneal-epochs", type=int, default=0, metavar="N",
+                      help="end pruning with N epochs on all utterances, not time-dropped "
+                      "(InfoBatch's annealing; default 0)")
 
 
 def check_sparse_and_pruning_args(args) -> None:
@@ -161,6 +164,12 @@ def check_sparse_and_pruning_args(args) -> None:
     raise ValueError(f"--drop must be in [0, 1), got {args.drop}")
   if args.reselect_every < 0:
     raise ValueError(f"--reselect-every must be >= 0, got {args.reselect_every}")
+  if args.anneal_epochs < 0:
+    raise ValueError(f"--anneal-epochs must be >= 0, got {args.anneal_epochs}")
+  if args.anneal_epochs and args.prune == "none":
+    raise ValueError("--anneal-epochs needs --prune random|easy|hard|easy2hard")
+  if args.anneal_epochs and args.reselect_every:
+    raise ValueError("--anneal-epochs needs per-epoch selection (no --reselect-every)")
   if args.reselect_every and args.prune == "none":
     raise ValueError("--reselect-every needs --prune random|easy|hard|easy2hard")
   if args.modality != "audio" and args.time_drop != "none":
@@ -170,19 +179,22 @@ def check_sparse_and_pruning_args(args) -> None:
 def sparse_and_pruning(args, optimizer, steps: int, num_examples: int, epochs: int,
                        batch_size: int):
   """``(optimizer, reparam, sampler, transform, config)`` from the flags above."""
-  from sparse_sr.ddp import TimeDrop, make_sampler
+  from sparse_sr.ddp import OutsideAnnealing, TimeDrop, make_sampler
   from sparse_sr.sparse_methods import describe, sparse_training
   optimizer, reparam = sparse_training(args.sparse, optimizer, steps=steps,
                                        target_sparsity=args.sparsity,
                                        switch=args.msrs_switch, seed=args.seed)
   sampler = None if args.prune == "none" else make_sampler(
       args.prune, num_examples, args.keep, seed=args.seed, total_epochs=epochs,
-      reselect_every=args.reselect_every, batch_size=batch_size, total_steps=steps)
+      reselect_every=args.reselect_every, batch_size=batch_size, total_steps=steps,
+      anneal_epochs=args.anneal_epochs)
   transform = None if args.time_drop == "none" else TimeDrop(args.time_drop, args.drop)
+  if transform is not None and args.anneal_epochs:
+    transform = OutsideAnnealing(transform, sampler)
   config = {"sparse": describe(args.sparse, reparam), "sparsity": args.sparsity,
             "prune": args.prune, "keep": args.keep, "reselect_every": args.reselect_every,
             "time_drop": args.time_drop,
-            "drop": args.drop}
+            "drop": args.drop, "anneal_epochs": args.anneal_epochs}
   return optimizer, reparam, sampler, transform, config
 
 
@@ -339,11 +351,12 @@ def cmd_train(args) -> int:
       "train": dataclasses.asdict(train_config), "data": str(data_dir.resolve()),
       "speaker_cmvn": args.speaker_cmvn, "adaptation_takes": args.adaptation_takes}, indent=1))
   mesh = make_mesh(args.mesh)
-  from sparse_sr.ddp import batches_per_epoch
+  from sparse_sr.ddp import epochs_for_steps
   from sparse_sr.msrs import zero_fraction
   from sparse_sr.train import make_optimizer
-  epochs = max(1, -(-train_config.steps // batches_per_epoch(len(train_set),
-                                                             train_config.batch_size)))
+  epochs = epochs_for_steps(train_config.steps, len(train_set), train_config.batch_size,
+                            1.0 if args.prune == "none" else args.keep,
+                            anneal_epochs=args.anneal_epochs)
   optimizer, reparam, sampler, transform, sparse_config = sparse_and_pruning(
       args, make_optimizer(train_config), train_config.steps, len(train_set), epochs,
       train_config.batch_size)

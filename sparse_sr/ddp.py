@@ -8,7 +8,8 @@ Two pipeline components for :class:`sparse_sr.data.loader.BatchIterator`:
   per-example hybrid loss the training step returns (:meth:`update`). ``easy`` keeps the
   lowest scores, ``hard`` the highest, ``easy2hard`` slides the kept window from the easy end
   to the hard end over the run (a curriculum), ``random`` draws a fresh random subset (the
-  baseline). The first ``warmup_epochs`` visit everything so every utterance is scored.
+  baseline). The first ``warmup_epochs`` visit everything so every utterance is scored;
+  with ``anneal_epochs`` the last ones visit everything again, undropped (see below).
   Its state (scores, which were scored, the last selection, the steps seen and the step and
   round of the last selection) is arrays of fixed shape, saved in checkpoints; randomness is
   counter-based, a function of ``(seed, round)`` with the round in the iterator's state, so
@@ -20,12 +21,18 @@ Two pipeline components for :class:`sparse_sr.data.loader.BatchIterator`:
   waveform has the stated fraction fewer frames. Transcripts are unchanged, so an utterance
   keeps at least ``min_frames_per_token`` frames per token (CTC needs one encoder frame per
   token after the 4x subsampling; short digit words would otherwise become untrainable).
+- Annealing (an addition, not in DDP-ASR): InfoBatch (Qin et al. 2024, arXiv:2303.04947,
+  Sec. 3.3) ends dynamic pruning with a few epochs on the whole, unmodified data, so the model
+  finishes on the training distribution instead of a pruned one. ``anneal_epochs`` gives the
+  sampler those final full epochs, and :class:`OutsideAnnealing` switches a time-drop off in
+  them (the test audio is not time-dropped).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Callable
 
 import numpy as np
 
@@ -44,13 +51,15 @@ class DataPruningSampler:
   every ``N`` steps. The warm-up epochs stay whole epochs. :meth:`update` is called once per
   training step (as :func:`sparse_sr.train.train` does), which is how the sampler counts steps.
   ``easy2hard`` slides over ``total_epochs`` epochs, or with ``reselect_every`` over the
-  rounds of ``total_steps`` steps of batch ``batch_size``.
+  rounds of ``total_steps`` steps of batch ``batch_size``. The last ``anneal_epochs`` of
+  ``total_epochs`` (per-epoch selection only) visit everything again.
   """
 
   def __init__(self, num_examples: int, keep: float = 0.7, strategy: str = "easy", *,
                seed: int = 0, momentum: float = 0.5, warmup_epochs: int = 1,
                total_epochs: int = 10, reselect_every: int = 0,
-               batch_size: int | None = None, total_steps: int | None = None):
+               batch_size: int | None = None, total_steps: int | None = None,
+               anneal_epochs: int = 0):
     if strategy not in STRATEGIES[1:]:
       raise ValueError(f"strategy must be one of {STRATEGIES[1:]}, got {strategy!r}")
     if not 0.0 < keep <= 1.0:
@@ -59,6 +68,12 @@ class DataPruningSampler:
       raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     if reselect_every < 0:
       raise ValueError(f"reselect_every must be >= 0 (0: every epoch), got {reselect_every}")
+    if anneal_epochs < 0 or (anneal_epochs and warmup_epochs + anneal_epochs >= total_epochs):
+      raise ValueError(f"anneal_epochs must be >= 0 and leave pruned epochs between "
+                       f"{warmup_epochs} warm-up and the annealing epochs of {total_epochs}, "
+                       f"got {anneal_epochs}")
+    if anneal_epochs and reselect_every:
+      raise ValueError("annealing epochs need per-epoch selection (reselect_every=0)")
     if reselect_every and (batch_size is None or total_steps is None):
       raise ValueError("re-selecting every N steps needs batch_size and total_steps")
     # the loader keeps an epoch's order in an array of num_examples entries (its state)
@@ -76,6 +91,7 @@ class DataPruningSampler:
     self.reselect_every = reselect_every
     self.batch_size = batch_size
     self.total_steps = total_steps
+    self.anneal_epochs = anneal_epochs
     self.scores = np.zeros(num_examples, np.float32)
     self.scored = np.zeros(num_examples, bool)
     self.selected = np.ones(num_examples, bool)
@@ -90,9 +106,18 @@ class DataPruningSampler:
   def pruned_selections(self) -> int:
     """Selections after warm-up in the whole run: the span of the easy2hard curriculum."""
     if not self.reselect_every:
-      return self.total_epochs - self.warmup_epochs
+      return self.total_epochs - self.warmup_epochs - self.anneal_epochs
     warmup_steps = self.warmup_epochs * batches_per_epoch(self.num_examples, self.batch_size)
     return -(-(self.total_steps - warmup_steps) // self.reselect_every)
+
+  def annealing_epoch(self, epoch: int) -> bool:
+    """Whether ``epoch`` is one of the final full (annealing) epochs."""
+    return bool(self.anneal_epochs) and epoch >= self.total_epochs - self.anneal_epochs
+
+  @property
+  def annealing(self) -> bool:
+    """Whether the current selection (the loader's epoch) is an annealing epoch."""
+    return self.annealing_epoch(self.selection_round)
 
   def _filled_scores(self) -> np.ndarray:
     """Scores, with never-scored utterances at the mean score (neither easy nor hard)."""
@@ -103,7 +128,7 @@ class DataPruningSampler:
     """Indices kept in ``epoch`` (a round with ``reselect_every``), sorted."""
     n, k = self.num_examples, self.num_kept
     rng = np.random.default_rng([self.seed, epoch, 7])
-    if epoch < self.warmup_epochs:
+    if epoch < self.warmup_epochs or self.annealing_epoch(epoch):
       return np.arange(n)
     if self.strategy == "random":
       return np.sort(rng.choice(n, k, replace=False))
@@ -168,6 +193,29 @@ def batches_per_epoch(num_utterances: int, batch_size: int, bucket_batches: int 
   window = batch_size * bucket_batches
   return sum(min(window, num_utterances - start) // batch_size
              for start in range(0, num_utterances - batch_size + 1, window))
+
+
+def run_steps(num_examples: int, batch_size: int, epochs: int, keep: float = 1.0, *,
+              warmup_epochs: int = 1, anneal_epochs: int = 0) -> int:
+  """Training steps of ``epochs`` epochs: ``warmup_epochs`` and ``anneal_epochs`` whole, the
+  others of ``round(keep * num_examples)`` utterances (``keep=1``: full data throughout)."""
+  full = batches_per_epoch(num_examples, batch_size)
+  if keep >= 1.0:
+    return epochs * full
+  whole = min(epochs, warmup_epochs + anneal_epochs)
+  return whole * full + (epochs - whole) * batches_per_epoch(round(keep * num_examples),
+                                                             batch_size)
+
+
+def epochs_for_steps(steps: int, num_examples: int, batch_size: int, keep: float = 1.0, *,
+                     warmup_epochs: int = 1, anneal_epochs: int = 0) -> int:
+  """The fewest epochs whose :func:`run_steps` reach ``steps`` (pruned epochs are shorter,
+  so a pruned run of a given number of steps spans more epochs than a full one)."""
+  epochs = 1
+  while run_steps(num_examples, batch_size, epochs, keep, warmup_epochs=warmup_epochs,
+                  anneal_epochs=anneal_epochs) < steps:
+    epochs += 1
+  return epochs
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -248,3 +296,16 @@ class TimeDrop:
     for i, kept in enumerate(kept_audio):
       packed[i, :len(kept)] = kept
     return {**batch, "audio": packed, "audio_len": new_lengths}
+
+
+@dataclasses.dataclass(frozen=True)
+class OutsideAnnealing:
+  """``transform`` (e.g. :class:`TimeDrop`) in every epoch but ``sampler``'s annealing ones,
+  where batches pass unchanged. The sampler's epoch is in its checkpointed state, so a
+  resumed run switches at the same step."""
+  transform: Callable[[dict, np.random.Generator], dict]
+  sampler: DataPruningSampler
+
+  def __call__(self, batch: dict[str, np.ndarray], rng: np.random.Generator
+               ) -> dict[str, np.ndarray]:
+    return batch if self.sampler.annealing else self.transform(batch, rng)

@@ -243,8 +243,9 @@ def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *
   ``layer_norm_steps`` steps record per-leaf gradient norms; ``eval_transform`` is
   :func:`evaluate`'s ``transform`` for ``eval_data``. Returns the model, final
   metrics, evaluations (with ``seconds``, the cumulative real time of the steps so far, data
-  loading and compilation included), throughput, ``step_seconds`` (real time of all steps) and
-  ``steady_seconds`` (the same without the steps that compiled).
+  loading and compilation included), throughput, ``step_seconds`` (real time of all steps),
+  ``steady_seconds`` (the same without the steps that compiled) and ``steady_cpu_seconds``
+  (this process's CPU time in those steps: less sensitive to other jobs on the machine).
   """
   mesh = mesh or make_mesh()
   if config.batch_size % mesh.size:
@@ -280,13 +281,14 @@ def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *
   last = config.steps if stop_after is None else min(config.steps, stop_after)
   evaluations, history = [], []
   audio_seconds, train_seconds, step_seconds, steady_seconds = 0.0, 0.0, 0.0, 0.0
+  steady_cpu_seconds = 0.0
   layer_grad_norms = []
   compiled_shapes = set()
   bar = progress(total=last - start, desc="train", quiet=quiet)
   params, other, opt_state, key = (state["params"], state["other"], state["opt_state"],
                                    state["key"])
   for step in range(start + 1, last + 1):
-    t_load = time.perf_counter()
+    t_load, cpu_load = time.perf_counter(), time.process_time()
     batch = next(iterator)
     host_index = batch.pop("index")
     audio_seconds_batch = float(np.sum(batch["audio_len"])) / model_config.features.sample_rate \
@@ -311,6 +313,7 @@ def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *
     step_seconds += time.perf_counter() - t_load
     if compiled:
       steady_seconds += time.perf_counter() - t_load
+      steady_cpu_seconds += time.process_time() - cpu_load
     bar.update(1)
     bar.set_postfix(loss=f"{float(metrics['loss']):.3f}")
     if step % config.log_every == 0 or step == last:
@@ -341,6 +344,7 @@ def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *
           "opt_state": opt_state, "key": key, "history": history, "evaluations": evaluations,
           "audio_seconds": audio_seconds, "train_seconds": train_seconds,
           "step_seconds": step_seconds, "steady_seconds": steady_seconds,
+          "steady_cpu_seconds": steady_cpu_seconds,
           "layer_grad_norms": layer_grad_norms,
           "throughput": audio_seconds / train_seconds if train_seconds else None,
           "steps": last}

@@ -56,6 +56,9 @@ def test_bad_sparse_and_pruning_flags_exit_2(tmp_path, capsys):
                          (["--drop", "1"], "--drop"),
                          (["--reselect-every", "-1"], "--reselect-every"),
                          (["--reselect-every", "5"], "--prune"),
+                         (["--anneal-epochs", "1"], "--prune"),
+                         (["--prune", "easy", "--anneal-epochs", "1", "--reselect-every",
+                           "5"], "per-epoch"),
                          (["--modality", "video", "--time-drop", "chunk"], "audio-only"),
                          (["--modality", "video", "--speaker-cmvn"], "--speaker-cmvn"),
                          (["--adaptation-takes", "0"], "--adaptation-takes")):

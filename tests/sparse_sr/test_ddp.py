@@ -9,14 +9,19 @@ from sparse_sr.conformer import ConformerConfig
 from sparse_sr.data import corpus
 from sparse_sr.data.audio import write_wav
 from sparse_sr.data.loader import BatchIterator, Dataset, bucketed_batches
-from sparse_sr.ddp import (DataPruningSampler, TimeDrop, batches_per_epoch, dropped_frames,
-                           make_sampler)
+from sparse_sr.ddp import (DataPruningSampler, OutsideAnnealing, TimeDrop, batches_per_epoch,
+                           dropped_frames, epochs_for_steps, make_sampler,
+                           run_steps)
 from sparse_sr.decoder import DecoderConfig
 from sparse_sr.features import FeatureConfig, feature_lengths
 from sparse_sr.model import ModelConfig
 from sparse_sr.sparse_methods import sparse_training
 from sparse_sr.tokenizer import CharTokenizer
 from sparse_sr.train import TrainConfig, make_optimizer, train
+
+
+NANO = dict(encoder=ConformerConfig(32, 2, 1, conv_kernel=5), decoder=DecoderConfig(1, 2),
+            subsample_channels=4)
 
 
 @pytest.mark.parametrize("strategy", ["random", "easy", "hard", "easy2hard"])
@@ -216,8 +221,69 @@ def test_easy2hard_slides_over_the_rounds_of_the_run():
     assert set(np.flatnonzero(sampler.selected)) == set(ranked[start:start + 20])
 
 
-NANO = dict(encoder=ConformerConfig(32, 2, 1, conv_kernel=5), decoder=DecoderConfig(1, 2),
-            subsample_channels=4)
+def test_annealing_epochs_visit_everything_and_switch_time_drop_off():
+  n, epochs = 30, 6
+  sampler = DataPruningSampler(n, 0.5, "easy2hard", warmup_epochs=1, total_epochs=epochs,
+                               anneal_epochs=2)
+  scores = np.random.default_rng(5).random(n)
+  sampler.update(np.arange(n), scores)
+  ranked = np.argsort(scores)
+  # epochs 1-3 prune; the easy2hard window spans them (easy end to hard end), not the run
+  assert sampler.pruned_selections() == 3
+  expected = {0: range(n), 1: ranked[:15], 2: ranked[8:23], 3: ranked[15:], 4: range(n),
+              5: range(n)}
+  batch = {"audio": np.ones((2, 3200), np.float32), "audio_len": np.asarray([3200, 1600]),
+           "token_len": np.ones(2, np.int32)}
+  drop = OutsideAnnealing(TimeDrop("chunk", 0.3), sampler)
+  for epoch, kept in expected.items():
+    assert sorted(sampler.epoch_order(epoch)) == sorted(kept)
+    assert sampler.annealing == (epoch >= 4)
+    out = drop(batch, np.random.default_rng(0))
+    if epoch >= 4:
+      assert out is batch   # the final epochs see the audio as it is
+    else:
+      np.testing.assert_array_equal(out["audio_len"], [3200 - 6 * 160, 1600 - 3 * 160])
+  with pytest.raises(ValueError, match="per-epoch"):
+    DataPruningSampler(40, 0.5, "easy", anneal_epochs=1, reselect_every=2, batch_size=4,
+                       total_steps=30)
+  with pytest.raises(ValueError, match="pruned epochs"):
+    DataPruningSampler(40, 0.5, "easy", warmup_epochs=1, total_epochs=3, anneal_epochs=2)
+
+
+@pytest.mark.parametrize("keep, anneal", [(1.0, 0), (0.7, 0), (0.5, 1)])
+def test_run_steps_ends_exactly_at_the_last_epoch(noise_dataset, keep, anneal):
+  epochs, batch_size = 5, 4
+  sampler = (make_sampler("none", len(noise_dataset)) if keep == 1.0 else
+             DataPruningSampler(len(noise_dataset), keep, "random", total_epochs=epochs,
+                                anneal_epochs=anneal))
+  iterator = BatchIterator(noise_dataset, batch_size, sampler)
+  steps = run_steps(len(noise_dataset), batch_size, epochs, keep, anneal_epochs=anneal)
+  epochs_seen = [(next(iterator), iterator.epoch)[1] for _ in range(steps + 1)]
+  # the loader's own count: `steps` batches cover epochs 0..4, the next starts epoch 5
+  assert epochs_seen[steps - 1] == epochs - 1 and epochs_seen[steps] == epochs
+
+
+def test_epochs_for_steps_inverts_run_steps():
+  for keep, anneal in ((1.0, 0), (0.7, 0), (0.5, 2)):
+    for epochs in range(4, 9):
+      steps = run_steps(300, 8, epochs, keep, anneal_epochs=anneal)
+      assert epochs_for_steps(steps, 300, 8, keep, anneal_epochs=anneal) == epochs
+      assert epochs_for_steps(steps + 1, 300, 8, keep, anneal_epochs=anneal) == epochs + 1
+  # 300 pruned steps: 37 in the warm-up epoch, then 26 a pruned epoch (keep 0.7)
+  assert epochs_for_steps(300, 300, 8, 0.7) == 1 + -(-(300 - 37) // 26) == 12
+
+
+@pytest.mark.slow
+def test_steady_cpu_seconds_exclude_the_compiling_step(noise_dataset):
+  import time
+  config = TrainConfig(steps=3, batch_size=4, warmup_steps=1, eval_every=1000,
+                       checkpoint_every=1000, log_every=1, num_buckets=1)
+  model_config = ModelConfig(vocab_size=CharTokenizer().vocab_size, **NANO)
+  start = time.process_time()
+  result = train(model_config, config, noise_dataset, quiet=True)
+  total = time.process_time() - start
+  # two steady steps of a nano model against a run that includes the first step's compile
+  assert 0.0 < result["steady_cpu_seconds"] < 0.5 * total
 
 
 @pytest.mark.slow
