@@ -210,3 +210,58 @@ def test_mask_state_resumes_bit_exactly_from_a_checkpoint(tmp_path):
   for _ in range(15):
     trained, state = step(trained, state)
   assert tree_equal_bitwise((trained, state), straight)
+
+
+def test_penalty_weight_grows_only_while_the_mask_is_below_target():
+  reparam = MSRS(target_sparsity=0.5, penalty_weight=0.25, penalty_growth=2.0,
+                 start_step=10 ** 6)
+  optimizer = reparam.transform(optax.sgd(0.0))
+  trained = reparam.init(mlp_params(jax.random.key(0)))  # logits 2 > 0: sparsity 0
+  zero_grads = jax.tree.map(jnp.zeros_like, trained)
+  state = optimizer.init(trained)
+  seen = []
+  for _ in range(3):
+    _, state = optimizer.update(zero_grads, state, trained)
+    seen.append(float(state.penalty_weight))
+  assert seen == [0.5, 1.0, 2.0]  # 0.25 * 2 ** k, exactly
+  pruned = jax.tree.map(lambda s: -jnp.ones_like(s) if s.ndim else s, trained["logits"])
+  trained = {**trained, "logits": pruned}  # sparsity 1 >= target: lambda is held
+  for _ in range(2):
+    _, state = optimizer.update(zero_grads, state, trained)
+  assert float(state.penalty_weight) == 2.0
+  assert float(reparam.penalty(trained, state)) == 0.0
+  # defaults: six orders of magnitude over the first half of the mask phase
+  assert MSRS(anneal_steps=40).growth ** 20 == pytest.approx(1e6, rel=1e-9)
+
+
+def test_logit_steps_follow_a_cosine_decay_to_zero_over_the_mask_phase():
+  reparam = MSRS(anneal_steps=20, logit_init=0.5, start_step=10 ** 6)
+  assert reparam.logit_step == pytest.approx(4 * 0.5 / 20)
+  optimizer = reparam.transform(optax.sgd(0.0))
+  trained = reparam.init(mlp_params(jax.random.key(0)))
+  grads = jax.tree.map(jnp.ones_like, trained)  # a constant push: Adam's m / sqrt(v) = 1
+  state = optimizer.init(trained)
+  for t in range(25):
+    updates, state = optimizer.update(grads, state, trained)
+    expected = reparam.logit_step * 0.5 * (1 + np.cos(np.pi * min(t / 20, 1.0)))
+    np.testing.assert_allclose(np.asarray(updates["logits"]["l1"]["kernel"]), -expected,
+                               rtol=1e-4, atol=1e-7)
+    assert float(jnp.abs(updates["logits"]["l1"]["bias"])) == 0.0  # unmasked leaf
+
+
+def test_default_schedule_learns_the_mask_at_the_start_of_training():
+  params = mlp_params(jax.random.key(0))
+  steps = 400
+  optimizer, reparam = sparse_training("msrs", optax.adam(1e-2), steps=steps,
+                                       target_sparsity=0.5)
+  assert reparam.anneal_steps == steps // 10
+  sparsities = []
+
+  def check(i, before, after):
+    sparsities.append(float(reparam.metrics(*after)["mask_sparsity"]))
+  trained, state = _train(optimizer, reparam, params, steps // 4, check)
+  # the mask reaches its target and stabilizes within the first fifth of training
+  assert int(state.phase) == SWITCHED
+  assert 0 < int(state.stability.stable_step) <= steps // 5
+  assert sparsities[-1] >= reparam.ready_fraction * 0.5
+  assert zero_fraction(trained["weights"]) == pytest.approx(sparsities[-1], abs=1e-6)
