@@ -23,7 +23,7 @@ run is appended to ``<out>/msrs_rows.jsonl``. Full (for a GPU): VSR and AVSR, co
 of :func:`sparse_sr.sparse_methods.sparse_training` everywhere: the mask is learned in the
 first 10% of the steps.
 
-Run: ``python -m benchmarks.bench_msrs [--quick | --medium]`` or
+Run: ``python -m benchmarks.bench_msrs [--quick | --medium] [--resume]`` or
 ``jaxrepro bench msrs [--quick]``.
 """
 
@@ -155,9 +155,10 @@ MEDIUM_METHODS = [("dense", "none", "sparse"), ("msrs-sparse", "msrs", "sparse")
 
 
 @benchmark("msrs")
-def run(quick: bool, out_dir: Path, size: str | None = None) -> Report:
+def run(quick: bool, out_dir: Path, size: str | None = None, resume: bool = False) -> Report:
   """``size``: ``quick``, ``medium`` (``--medium``: VSR, dense vs MSRS, on a CPU) or
-  ``full``; by default ``quick`` or ``full`` as ``quick`` says."""
+  ``full``; by default ``quick`` or ``full`` as ``quick`` says. ``resume`` (``--resume``)
+  reuses the runs already in ``<out>/msrs_rows.jsonl`` for this size instead of rerunning."""
   from sparse_sr.data import corpus
   from sparse_sr.data.loader import Dataset
   from sparse_sr.tokenizer import CharTokenizer
@@ -166,6 +167,12 @@ def run(quick: bool, out_dir: Path, size: str | None = None) -> Report:
   modalities = ("video", "av") if size == "full" else ("video",)
   methods = {"quick": QUICK_METHODS, "medium": MEDIUM_METHODS, "full": ALL_METHODS}[size]
   folder = make_corpus(size, out_dir)
+  rows_path = out_dir / "msrs_rows.jsonl"
+  done = {}
+  if resume and rows_path.is_file():  # rows of finished runs of this configuration
+    for line in rows_path.read_text().splitlines():
+      row = json.loads(line)
+      done[row.pop("size"), row.pop("modality"), row.pop("label")] = row
   tokenizer = CharTokenizer()
   metrics = {}
   for modality in modalities:
@@ -174,8 +181,11 @@ def run(quick: bool, out_dir: Path, size: str | None = None) -> Report:
     test_set = Dataset(corpus.read_manifest(folder / "test.jsonl"), tokenizer, **uses)
     rows = {}
     for label, method, switch in methods:
+      if (size, modality, label) in done:
+        rows[label] = done[size, modality, label]
+        continue
       rows[label] = run_method(method, switch, modality, train_set, test_set, **settings)
-      with (out_dir / "msrs_rows.jsonl").open("a") as f:  # survives an interrupted run
+      with rows_path.open("a") as f:  # survives an interrupted run
         f.write(json.dumps({"size": size, "modality": modality, "label": label,
                             **rows[label]}) + "\n")
     metrics[modality] = {"train_utterances": len(train_set),
@@ -207,8 +217,11 @@ def _plot(metrics: dict, out_dir: Path) -> None:
 if __name__ == "__main__":
   import functools
   import sys
+  options = {}
+  if "--resume" in sys.argv:
+    sys.argv.remove("--resume")
+    options["resume"] = True
   if "--medium" in sys.argv:
     sys.argv.remove("--medium")
-    benchmark_main(functools.partial(run, size="medium"), __doc__.splitlines()[0])
-  else:
-    benchmark_main(run, __doc__.splitlines()[0])
+    options["size"] = "medium"
+  benchmark_main(functools.partial(run, **options), __doc__.splitlines()[0])

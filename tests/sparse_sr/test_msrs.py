@@ -58,10 +58,8 @@ def test_penalty_gradient_pushes_every_logit_down():
                              rtol=1e-4)
   assert np.all(np.asarray(grad["l1"]["kernel"]) > 0)
   assert float(jnp.sum(jnp.abs(grad["l1"]["bias"]))) == 0  # unmasked leaf
-  # past the target sparsity the penalty switches off
-  trained["logits"]["l1"]["kernel"] = -jnp.ones((8, 32))
-  trained["logits"]["l2"]["kernel"] = -jnp.ones((32, 1))
-  assert float(reparam.penalty(trained, state)) == 0.0
+  # after the switch the penalty is off
+  assert float(reparam.penalty(trained, state._replace(phase=jnp.int32(SWITCHED)))) == 0.0
 
 
 def test_stability_tracker_on_a_scripted_mask_sequence():
@@ -212,26 +210,30 @@ def test_mask_state_resumes_bit_exactly_from_a_checkpoint(tmp_path):
   assert tree_equal_bitwise((trained, state), straight)
 
 
-def test_penalty_weight_grows_only_while_the_mask_is_below_target():
+def test_penalty_weight_tracks_the_target_quantile_of_pushed_down_logits():
   reparam = MSRS(target_sparsity=0.5, penalty_weight=0.25, penalty_growth=2.0,
                  start_step=10 ** 6)
   optimizer = reparam.transform(optax.sgd(0.0))
-  trained = reparam.init(mlp_params(jax.random.key(0)))  # logits 2 > 0: sparsity 0
-  zero_grads = jax.tree.map(jnp.zeros_like, trained)
+  trained = reparam.init(mlp_params(jax.random.key(0)))
+  n1, n2 = 8 * 32, 32
+
+  def grads(fraction_down):  # the first round(fraction * n) logit gradients are positive
+    signs = np.where(np.arange(n1 + n2) < round(fraction_down * (n1 + n2)), 1.0, -1.0)
+    g = jax.tree.map(jnp.zeros_like, trained)
+    g["logits"]["l1"]["kernel"] = jnp.asarray(signs[:n1].reshape(8, 32), jnp.float32)
+    g["logits"]["l2"]["kernel"] = jnp.asarray(signs[n1:].reshape(32, 1), jnp.float32)
+    return g
   state = optimizer.init(trained)
   seen = []
-  for _ in range(3):
-    _, state = optimizer.update(zero_grads, state, trained)
+  for fraction in (0.1, 0.3, 0.49, 0.5, 0.9, 0.2):
+    _, state = optimizer.update(grads(fraction), state, trained)
     seen.append(float(state.penalty_weight))
-  assert seen == [0.5, 1.0, 2.0]  # 0.25 * 2 ** k, exactly
-  pruned = jax.tree.map(lambda s: -jnp.ones_like(s) if s.ndim else s, trained["logits"])
-  trained = {**trained, "logits": pruned}  # sparsity 1 >= target: lambda is held
-  for _ in range(2):
-    _, state = optimizer.update(zero_grads, state, trained)
-  assert float(state.penalty_weight) == 2.0
-  assert float(reparam.penalty(trained, state)) == 0.0
-  # defaults: six orders of magnitude over the first half of the mask phase
-  assert MSRS(anneal_steps=40).growth ** 20 == pytest.approx(1e6, rel=1e-9)
+  # fewer than half pushed toward pruning: x2; at least half: /2 (exact powers of two)
+  assert seen == [0.5, 1.0, 2.0, 1.0, 0.5, 1.0]
+  assert float(reparam.penalty(trained, state)) == pytest.approx(
+      1.0 * float(np.mean(scipy.special.expit(2.0 * np.ones(n1 + n2)))), rel=1e-6)
+  # defaults: eight orders of magnitude over the mask phase
+  assert MSRS(anneal_steps=40).growth ** 40 == pytest.approx(1e8, rel=1e-6)
 
 
 def test_logit_steps_follow_a_cosine_decay_to_zero_over_the_mask_phase():
