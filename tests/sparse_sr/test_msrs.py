@@ -210,30 +210,47 @@ def test_mask_state_resumes_bit_exactly_from_a_checkpoint(tmp_path):
   assert tree_equal_bitwise((trained, state), straight)
 
 
-def test_penalty_weight_tracks_the_target_quantile_of_pushed_down_logits():
-  reparam = MSRS(target_sparsity=0.5, penalty_weight=0.25, penalty_growth=2.0,
+def test_penalty_weight_steers_the_mask_to_a_ramped_sparsity_reference():
+  reparam = MSRS(target_sparsity=0.5, penalty_weight=0.25, penalty_growth=2.0, anneal_steps=8,
                  start_step=10 ** 6)
+  # the reference ramps linearly to the target over half the mask phase
+  np.testing.assert_allclose([float(reparam.sparsity_reference(c)) for c in (0, 1, 2, 4, 9)],
+                             [0.0, 0.125, 0.25, 0.5, 0.5])
   optimizer = reparam.transform(optax.sgd(0.0))
   trained = reparam.init(mlp_params(jax.random.key(0)))
   n1, n2 = 8 * 32, 32
+  zero_grads = jax.tree.map(jnp.zeros_like, trained)  # the logits stay where they are put
 
-  def grads(fraction_down):  # the first round(fraction * n) logit gradients are positive
-    signs = np.where(np.arange(n1 + n2) < round(fraction_down * (n1 + n2)), 1.0, -1.0)
-    g = jax.tree.map(jnp.zeros_like, trained)
-    g["logits"]["l1"]["kernel"] = jnp.asarray(signs[:n1].reshape(8, 32), jnp.float32)
-    g["logits"]["l2"]["kernel"] = jnp.asarray(signs[n1:].reshape(32, 1), jnp.float32)
-    return g
+  def with_sparsity(fraction):  # the first round(fraction * n) logits negative: pruned
+    s = np.where(np.arange(n1 + n2) < round(fraction * (n1 + n2)), -1.0, 1.0)
+    logits = dict(trained["logits"])
+    logits["l1"] = {**logits["l1"], "kernel": jnp.asarray(s[:n1].reshape(8, 32), jnp.float32)}
+    logits["l2"] = {**logits["l2"], "kernel": jnp.asarray(s[n1:].reshape(32, 1), jnp.float32)}
+    return {**trained, "logits": logits}
   state = optimizer.init(trained)
   seen = []
-  for fraction in (0.1, 0.3, 0.49, 0.5, 0.9, 0.2):
-    _, state = optimizer.update(grads(fraction), state, trained)
+  # (hard-mask sparsity, reference at that step): below -> x2, at or above -> /2
+  for fraction in (0.0, 0.3, 0.3, 0.49, 0.5):  # references 0.125, 0.25, 0.375, 0.5, 0.5
+    _, state = optimizer.update(zero_grads, state, with_sparsity(fraction))
     seen.append(float(state.penalty_weight))
-  # fewer than half pushed toward pruning: x2; at least half: /2 (exact powers of two)
-  assert seen == [0.5, 1.0, 2.0, 1.0, 0.5, 1.0]
-  assert float(reparam.penalty(trained, state)) == pytest.approx(
-      1.0 * float(np.mean(scipy.special.expit(2.0 * np.ones(n1 + n2)))), rel=1e-6)
+  assert seen == [0.5, 0.25, 0.5, 1.0, 0.5]  # exact powers of two
+  # the penalty is on while the mask is learned, whatever the sparsity
+  expected = 0.5 * float(np.mean(scipy.special.expit(reparam.beta(state.count) * np.where(
+      np.arange(n1 + n2) < (n1 + n2) // 2, -1.0, 1.0))))
+  assert float(reparam.penalty(with_sparsity(0.5), state)) == pytest.approx(expected, rel=1e-5)
   # defaults: eight orders of magnitude over the mask phase
   assert MSRS(anneal_steps=40).growth ** 40 == pytest.approx(1e8, rel=1e-6)
+
+
+def test_logits_start_ordered_like_the_weight_magnitudes():
+  params = mlp_params(jax.random.key(0))
+  params["l2"]["kernel"] = jnp.zeros((32, 1))  # a zero-initialized layer: logits at logit_init
+  logits = MSRS(logit_init=1.5).init(params)["logits"]
+  w = np.asarray(params["l1"]["kernel"])
+  np.testing.assert_allclose(np.asarray(logits["l1"]["kernel"]),
+                             1.5 * np.abs(w) / np.sqrt(np.mean(w ** 2)), rtol=1e-5)
+  np.testing.assert_array_equal(np.asarray(logits["l2"]["kernel"]), 1.5)
+  assert logits["l1"]["bias"].shape == ()
 
 
 def test_logit_steps_follow_a_cosine_decay_to_zero_over_the_mask_phase():
