@@ -324,7 +324,10 @@ class MSRS:
       ready = mask_sparsity(hard) >= self.ready_fraction * self.target_sparsity
       factor = jnp.where(mask_sparsity(hard) < self.sparsity_reference(count), self.growth,
                          1.0 / self.growth)
-      penalty_weight = jnp.where(learning, state.penalty_weight * factor, state.penalty_weight)
+      # lambda acts through the logits only: once their steps have decayed to 0 it is held
+      # (growing on, it would overflow and the loss with it)
+      steering = learning & (state.count < self.anneal_steps)
+      penalty_weight = jnp.where(steering, state.penalty_weight * factor, state.penalty_weight)
       due = learning & ready & (count >= self.start_step) & (count % self.check_every == 0)
       checked = stability.update(state.stability, hard, count)
       tracker = jax.tree.map(lambda new, old: jnp.where(due, new, old), checked,
