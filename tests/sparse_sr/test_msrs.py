@@ -234,8 +234,14 @@ def test_penalty_weight_steers_the_mask_to_a_ramped_sparsity_reference():
     _, state = optimizer.update(zero_grads, state, with_sparsity(fraction))
     seen.append(float(state.penalty_weight))
   assert seen == [0.5, 0.25, 0.5, 1.0, 0.5]  # exact powers of two
+  # steps 6-8 still steer; from step 9 the logits' steps are 0 and lambda is held
+  for _ in range(6):
+    _, state = optimizer.update(zero_grads, state, with_sparsity(0.0))
+    seen.append(float(state.penalty_weight))
+  assert seen[5:] == [1.0, 2.0, 4.0, 4.0, 4.0, 4.0]
+  state = state._replace(count=jnp.int32(5))  # for the penalty check below
   # the penalty is on while the mask is learned, whatever the sparsity
-  expected = 0.5 * float(np.mean(scipy.special.expit(reparam.beta(state.count) * np.where(
+  expected = 4.0 * float(np.mean(scipy.special.expit(reparam.beta(state.count) * np.where(
       np.arange(n1 + n2) < (n1 + n2) // 2, -1.0, 1.0))))
   assert float(reparam.penalty(with_sparsity(0.5), state)) == pytest.approx(expected, rel=1e-5)
   # defaults: eight orders of magnitude over the mask phase
