@@ -274,19 +274,24 @@ def test_logit_steps_follow_a_cosine_decay_to_zero_over_the_mask_phase():
     assert float(jnp.abs(updates["logits"]["l1"]["bias"])) == 0.0  # unmasked leaf
 
 
-def test_default_schedule_learns_the_mask_at_the_start_of_training():
+def test_default_schedule_fixes_the_mask_in_the_first_tenth_of_training():
   params = mlp_params(jax.random.key(0))
   steps = 400
   optimizer, reparam = sparse_training("msrs", optax.adam(1e-2), steps=steps,
                                        target_sparsity=0.5)
   assert reparam.anneal_steps == steps // 10
-  sparsities = []
+  masks, lambdas = [], []
 
   def check(i, before, after):
-    sparsities.append(float(reparam.metrics(*after)["mask_sparsity"]))
-  trained, state = _train(optimizer, reparam, params, steps // 4, check)
-  # the mask reaches its target and stabilizes within the first fifth of training
-  assert int(state.phase) == SWITCHED
-  assert 0 < int(state.stability.stable_step) <= steps // 5
-  assert sparsities[-1] >= reparam.ready_fraction * 0.5
-  assert zero_fraction(trained["weights"]) == pytest.approx(sparsities[-1], abs=1e-6)
+    trained, state = after
+    masks.append(np.concatenate([np.asarray(trained["logits"][k]["kernel"]).ravel() > 0
+                                 for k in ("l1", "l2")]))
+    lambdas.append(float(state.penalty_weight))
+  _train(optimizer, reparam, params, steps // 4, check)
+  phase = steps // 10
+  # the mask is learned in the phase (it prunes) and fixed after it, lambda with it; reaching
+  # the target within the phase is not guaranteed (see README: 0.32 of 0.5 on the VSR model)
+  assert 0 < 1 - masks[phase - 1].mean() <= 1
+  assert all(np.array_equal(masks[phase - 1], m) for m in masks[phase:])
+  assert len(set(lambdas[phase - 1:])) == 1
+  assert not np.array_equal(masks[0], masks[phase - 1])
