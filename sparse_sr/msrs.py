@@ -10,9 +10,22 @@ arXiv:1912.04427, Sec. 3, Eq. 6-8), implemented here:
   (the soft mask, :func:`soft_mask`), which tends to the hard mask ``[s > 0]`` as the
   temperature ``beta`` is annealed upward (:func:`beta_schedule`, exponential as in Sec. 3);
 - ``lambda * mean(sigmoid(beta * s))`` (an L1 penalty on the soft mask, normalized by the
-  number of masked weights so ``lambda`` does not depend on the model's size) is added to the
-  loss while the hard mask is sparser than ``target_sparsity`` (a bang-bang controller that
-  makes the target configuration, not a by-product of ``lambda``);
+  number ``N`` of masked weights) is added to the loss while the mask is learned. A logit is
+  pushed down when ``lambda / N`` exceeds its weight's first-order importance ``w * dL/dw``,
+  whose scale is not known in advance, so ``lambda`` is controlled in log space: every step it
+  is multiplied by ``penalty_growth`` while the hard mask is less sparse than a reference that
+  ramps up to ``target_sparsity`` (:meth:`MSRS.sparsity_reference`), and divided by it
+  otherwise. Logits start proportional to their weights' magnitudes (``logit_init`` at the
+  leaf's RMS): equal logits move in lockstep under Adam and cross 0 together. (Measured on the
+  benchmark's VSR model: equal initial logits and a lambda that grew while the mask was below
+  the target wound lambda up to 1e12 while the logits travelled to 0, and pruned 46% at once);
+- the mask is learned in a short phase at the start (MSRS Sec. 3: the sparse structure is
+  learned "at the very beginning of training", after a few epochs the mask is applied): the
+  temperature anneals over ``anneal_steps`` and the logits have an Adam optimizer of their own
+  whose step size decays to zero over the same steps (cosine). With SGD, as in Savarese et al.,
+  the annealing itself freezes the mask (the logits' gradient carries ``beta * sigmoid'``,
+  which vanishes away from 0); Adam normalizes that factor away, so the decaying step size
+  does the freezing;
 - :class:`MaskStability` compares the hard masks of consecutive checks (normalized Hamming
   distance); ``patience`` checks in a row below ``tolerance`` mean the mask is stable;
 - then ``switch="dense"`` folds the soft mask into the weights and trains every weight (the
@@ -129,17 +142,24 @@ class MSRSState(NamedTuple):
   phase: jax.Array              # int32, MASK_LEARNING or SWITCHED
   mask: Any                     # bool tree: the hard mask frozen at the switch (() for dense)
   stability: MaskStabilityState
-  inner_state: optax.OptState
+  penalty_weight: jax.Array     # float32, the current lambda
+  inner_state: optax.OptState   # the weights' optimizer
+  logit_state: optax.OptState   # the mask logits' optimizer
 
 
 @dataclasses.dataclass(frozen=True)
 class MSRS:
-  """Continuous-sparsification MSRS over a parameter pytree (defaults: the quick speech runs).
+  """Continuous-sparsification MSRS over a parameter pytree.
 
-  ``target_sparsity``: fraction of masked weights the penalty drives to zero; ``penalty``:
-  lambda; ``beta_*``/``anneal_steps``: temperature schedule; ``logit_init``: initial ``s``
-  (soft mask ``sigmoid(beta_initial * logit_init)`` at step 0); ``logit_lr_scale``: the mask
-  logits' step size relative to the weights'; ``check_every``/``start_step``: stability checks
+  ``target_sparsity``: fraction of masked weights the penalty drives to zero;
+  ``penalty_weight``: initial lambda, multiplied by ``penalty_growth`` (:attr:`growth`) while
+  the hard mask is below :meth:`sparsity_reference`, divided otherwise; ``beta_*``/``anneal_steps``: temperature schedule,
+  also the length of the mask phase; ``logit_init``: initial ``s`` of a weight of the leaf's
+  RMS magnitude, ``s`` proportional to ``|w|`` (soft mask ``sigmoid(beta_initial *
+  logit_init)`` = 0.88 there by default: training starts close to the dense model);
+  ``logit_learning_rate`` (:attr:`logit_step`): peak Adam step size of the logits,
+  cosine-decayed to 0 at ``anneal_steps`` (a consistently pushed logit travels about
+  ``anneal_steps * logit_learning_rate / 2``); ``check_every``/``start_step``: stability checks
   every that many steps from that step on, once the hard mask is at least
   ``ready_fraction * target_sparsity`` sparse (before pruning starts every mask looks stable);
   ``tolerance``/``patience``: :class:`MaskStability`; ``switch``: ``"dense"`` or ``"sparse"``;
@@ -147,11 +167,12 @@ class MSRS:
   """
   target_sparsity: float = 0.5
   penalty_weight: float = 1.0
+  penalty_growth: float | None = None
   beta_initial: float = 1.0
   beta_final: float = 100.0
   anneal_steps: int = 1000
-  logit_init: float = 1.0
-  logit_lr_scale: float = 10.0
+  logit_init: float = 2.0
+  logit_learning_rate: float | None = None
   check_every: int = 20
   start_step: int = 100
   ready_fraction: float = 0.9
@@ -167,6 +188,39 @@ class MSRS:
       raise ValueError(f"target_sparsity must be in [0, 1), got {self.target_sparsity}")
     if self.check_every < 1:
       raise ValueError(f"check_every must be >= 1, got {self.check_every}")
+    if self.penalty_growth is not None and self.penalty_growth < 1.0:
+      raise ValueError(f"penalty_growth must be >= 1, got {self.penalty_growth}")
+
+  @property
+  def growth(self) -> float:
+    """``penalty_growth``, by default ``10 ** (8 / anneal_steps)``: lambda can move by eight
+    orders of magnitude over the mask phase (the scale of ``w * dL/dw`` is not known in
+    advance)."""
+    if self.penalty_growth is not None:
+      return self.penalty_growth
+    return 10.0 ** (8.0 / self.anneal_steps)
+
+  def sparsity_reference(self, step: jax.Array) -> jax.Array:
+    """The sparsity lambda steers the hard mask to: a ramp from 0 to ``target_sparsity`` over
+    the first half of the mask phase (gradual pruning as in Zhu & Gupta 2017, arXiv
+    1710.01878), so lambda rises with the demand instead of winding up while the logits are
+    still on their way to 0."""
+    ramp = jnp.minimum(jnp.asarray(step, jnp.float32) / max(self.anneal_steps / 2, 1), 1.0)
+    return self.target_sparsity * ramp
+
+  @property
+  def logit_step(self) -> float:
+    """``logit_learning_rate``, by default ``4 * |logit_init| / anneal_steps``: a logit
+    pushed the same way throughout travels about twice its initial value in the phase, so
+    every logit can cross 0 while the mask is learned."""
+    if self.logit_learning_rate is not None:
+      return self.logit_learning_rate
+    return 4.0 * max(abs(self.logit_init), 0.1) / self.anneal_steps
+
+  @property
+  def logit_optimizer(self) -> optax.GradientTransformation:
+    """Adam on the logits, its step size cosine-decayed to 0 over the mask phase."""
+    return optax.adam(optax.cosine_decay_schedule(self.logit_step, self.anneal_steps))
 
   @property
   def beta(self) -> optax.Schedule:
@@ -179,10 +233,16 @@ class MSRS:
   # ---- parameter transform --------------------------------------------------------------
 
   def init(self, params: Any) -> dict[str, Any]:
-    """``{"weights": params, "logits": s}``, ``s`` of shape ``()`` on unmasked leaves."""
+    """``{"weights": params, "logits": s}``: ``s = logit_init * |w| / rms(w)`` on masked
+    leaves, shape ``()`` on the others."""
     def logits(path, leaf):
       if self.masked(path, leaf):
-        return jnp.full(leaf.shape, self.logit_init, jnp.float32)
+        # |w| / rms(w) of the leaf: logits ordered like the weights' magnitudes, so the
+        # penalty prunes them one by one, not all at once (equal logits move in lockstep
+        # under Adam and cross 0 together)
+        rms = jnp.sqrt(jnp.mean(jnp.square(leaf.astype(jnp.float32))))
+        magnitude = jnp.where(rms > 0, jnp.abs(leaf) / jnp.where(rms > 0, rms, 1.0), 1.0)
+        return (self.logit_init * magnitude).astype(jnp.float32)
       return jnp.zeros((), jnp.float32)
     return {"weights": params, "logits": jax.tree_util.tree_map_with_path(logits, params)}
 
@@ -199,17 +259,13 @@ class MSRS:
     return jax.tree.map(leaf, trained["weights"], trained["logits"])
 
   def penalty(self, trained: dict[str, Any], state: MSRSState) -> jax.Array:
-    """``lambda * mean(sigmoid(beta s))`` while learning the mask and sparser than target."""
-    logits = trained["logits"]
-    leaves = _masked(logits)
+    """``lambda * mean(sigmoid(beta s))`` while learning the mask, 0 after the switch."""
+    leaves = _masked(trained["logits"])
     if not leaves:
       return jnp.zeros((), jnp.float32)
     beta = self.beta(state.count)
     mean = sum(jnp.sum(soft_mask(s, beta)) for s in leaves) / sum(s.size for s in leaves)
-    below = jax.lax.stop_gradient(
-        mask_sparsity(jax.tree.map(hard_mask, logits)) < self.target_sparsity)
-    active = (state.phase == MASK_LEARNING) & below
-    return jnp.where(active, self.penalty_weight * mean, 0.0)
+    return jnp.where(state.phase == MASK_LEARNING, state.penalty_weight * mean, 0.0)
 
   def metrics(self, trained: dict[str, Any], state: MSRSState) -> dict[str, jax.Array]:
     """Scalars to log: sparsity of the current (learning) or frozen (switched) hard mask,
@@ -218,6 +274,7 @@ class MSRS:
     return {"mask_sparsity": jnp.where(state.phase == MASK_LEARNING, learned,
                                        mask_sparsity(state.mask)),
             "beta": self.beta(state.count), "phase": state.phase,
+            "penalty_weight": state.penalty_weight,
             "mask_distance": state.stability.distance,
             "stable_step": state.stability.stable_step}
 
@@ -226,31 +283,38 @@ class MSRS:
   def transform(self, inner: optax.GradientTransformation) -> optax.GradientTransformation:
     """Wraps ``inner`` (the whole optimizer) for trees made by :meth:`init`.
 
-    While learning the mask: ``inner`` updates weights and logits, the logits' updates scaled
-    by ``logit_lr_scale``; from ``start_step`` on, every ``check_every`` steps the hard mask
-    goes to :class:`MaskStability` (once the mask is near its target sparsity). On the step it becomes stable the mask is folded into the
-    weights (see the module docstring) and frozen. After the switch the logits stay put and,
-    with ``switch="sparse"``, gradients and updates are masked so pruned weights stay 0.
+    ``inner`` updates the weights; while learning the mask, :attr:`logit_optimizer` updates
+    the logits and lambda steers the mask's sparsity (see the module docstring); from
+    ``start_step`` on, every ``check_every`` steps the hard mask goes to :class:`MaskStability` (once the
+    mask is near its target sparsity). On the step it becomes stable the mask is folded into
+    the weights (see the module docstring) and frozen. After the switch the logits stay put
+    and, with ``switch="sparse"``, gradients and updates are masked so pruned weights stay 0.
     """
     stability = self.stability
+    logit_optimizer = self.logit_optimizer
 
     def init_fn(trained):
       hard = jax.tree.map(hard_mask, trained["logits"])
       return MSRSState(jnp.zeros((), jnp.int32), jnp.full((), MASK_LEARNING, jnp.int32),
-                       hard, stability.init(hard), inner.init(trained))
+                       hard, stability.init(hard), jnp.asarray(self.penalty_weight, jnp.float32),
+                       inner.init(trained["weights"]), logit_optimizer.init(trained["logits"]))
 
     def update_fn(grads, state, trained=None):
       if trained is None:
         raise ValueError("MSRS.transform needs params")
       learning = state.phase == MASK_LEARNING
       sparse_after = self.switch == "sparse"
+      weight_grads = grads["weights"]
       if sparse_after:  # after a sparse switch the inner optimizer sees the sparse model
-        keep = jax.tree.map(lambda m: m | learning, state.mask)
-        grads = {"weights": apply_masks(grads["weights"], keep), "logits": grads["logits"]}
-      updates, inner_state = inner.update(grads, state.inner_state, trained)
-      logit_updates = jax.tree.map(lambda u: jnp.where(learning, self.logit_lr_scale * u, 0.0),
-                                   updates["logits"])
-      weight_updates = updates["weights"]
+        weight_grads = apply_masks(weight_grads, jax.tree.map(lambda m: m | learning,
+                                                              state.mask))
+      weight_updates, inner_state = inner.update(weight_grads, state.inner_state,
+                                                 trained["weights"])
+      logit_updates, logit_state = logit_optimizer.update(grads["logits"], state.logit_state,
+                                                          trained["logits"])
+      # unmasked leaves' placeholder logits (shape ()) never move
+      logit_updates = jax.tree.map(lambda u: jnp.where(learning & (u.ndim > 0), u, 0.0),
+                                   logit_updates)
       if sparse_after:
         weight_updates = jax.tree.map(lambda u, w, m: jnp.where(m | learning, u, -w),
                                       weight_updates, trained["weights"], state.mask)
@@ -258,6 +322,12 @@ class MSRS:
       logits = jax.tree.map(jnp.add, trained["logits"], logit_updates)
       hard = jax.tree.map(hard_mask, logits)
       ready = mask_sparsity(hard) >= self.ready_fraction * self.target_sparsity
+      factor = jnp.where(mask_sparsity(hard) < self.sparsity_reference(count), self.growth,
+                         1.0 / self.growth)
+      # lambda acts through the logits only: once their steps have decayed to 0 it is held
+      # (growing on, it would overflow and the loss with it)
+      steering = learning & (state.count < self.anneal_steps)
+      penalty_weight = jnp.where(steering, state.penalty_weight * factor, state.penalty_weight)
       due = learning & ready & (count >= self.start_step) & (count % self.check_every == 0)
       checked = stability.update(state.stability, hard, count)
       tracker = jax.tree.map(lambda new, old: jnp.where(due, new, old), checked,
@@ -276,7 +346,7 @@ class MSRS:
       mask = jax.tree.map(lambda new, old: jnp.where(switch_now, new, old), hard, state.mask)
       phase = jnp.where(switch_now, SWITCHED, state.phase).astype(jnp.int32)
       return ({"weights": weight_updates, "logits": logit_updates},
-              MSRSState(count, phase, mask, tracker, inner_state))
+              MSRSState(count, phase, mask, tracker, penalty_weight, inner_state, logit_state))
     return optax.GradientTransformation(init_fn, update_fn)
 
 

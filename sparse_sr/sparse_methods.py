@@ -35,9 +35,12 @@ def sparse_training(method: str, inner: optax.GradientTransformation, *, steps: 
   """``(optimizer, reparam)`` training with ``method`` for ``steps`` steps.
 
   SET/RigL explore every ``max(1, steps // 20)`` steps until 75% of training (RigL's
-  ``end_step``) with a drop fraction cosine-decayed from 0.3 (RigL Eq. 1). MSRS anneals the
-  temperature over the first half of training and checks stability every ``steps // 50``
-  steps from 5% of training on; ``msrs_overrides`` replace any :class:`MSRS` field.
+  ``end_step``) with a drop fraction cosine-decayed from 0.3 (RigL Eq. 1). MSRS learns its
+  mask in the first 10% of training, at least 10 steps (MSRS Sec. 3: "at the very beginning
+  of training"; the temperature anneals and the logits' step size decays over those steps;
+  the paper applies the mask "after a few epochs" of a long run) and checks stability
+  every ``steps // 100`` steps from 5% of training on; ``msrs_overrides`` replace any
+  :class:`MSRS` field.
   """
   if method not in METHODS:
     raise ValueError(f"sparse method must be one of {METHODS}, got {method!r}")
@@ -55,7 +58,7 @@ def sparse_training(method: str, inner: optax.GradientTransformation, *, steps: 
         drop_fraction=sparsity.cosine_drop_fraction(0.3, end_step),
         regrow="random" if method == "set" else "gradient", end_step=end_step), None
   defaults = dict(target_sparsity=target_sparsity, switch=switch,
-                  anneal_steps=max(1, steps // 2), check_every=max(1, steps // 50),
+                  anneal_steps=max(10, steps // 10), check_every=max(1, steps // 100),
                   start_step=max(1, steps // 20))
   reparam = MSRS(**{**defaults, **msrs_overrides})
   return reparam.transform(inner), reparam

@@ -152,6 +152,14 @@ class EspeakCorpusConfig:
   # training voices: None is every variant in the wheel but the test ones (104 - 5)
   train_variants: tuple[str, ...] | None = TRAIN_VARIANTS
   train_accents: tuple[str, ...] = LANGUAGES   # the test split speaks LANGUAGES
+  # a closed set of texts to speak (e.g. DIGIT_WORDS, a small-vocabulary lip-reading task)
+  # instead of phrases of pydoc_data.topics; max_words and vocab_size then do not apply
+  texts: tuple[str, ...] | None = None
+
+  def phrases(self) -> list[str]:
+    if self.texts is not None:
+      return [normalize_text(t) for t in self.texts]
+    return topic_phrases(self.max_words, self.vocab_size, self.seed)
 
   def training_variants(self) -> tuple[str, ...]:
     if self.train_variants is not None:
@@ -225,7 +233,7 @@ def make_espeak_corpus(out_dir: str | os.PathLike,
   The two splits draw from separate random streams, so the test split depends only on the
   seed, the text and the test voices, not on how the training split is made."""
   out_dir = Path(out_dir)
-  phrases = topic_phrases(config.max_words, config.vocab_size, config.seed)
+  phrases = config.phrases()
   train = list(synthesize_utterances(phrases, config.training_variants(), None, config.hours,
                                      out_dir, "train", config,
                                      np.random.default_rng([config.seed, 0]), progress_bar,
