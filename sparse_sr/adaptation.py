@@ -140,6 +140,31 @@ class SpeakerCMVN:
             "cmvn_std": np.stack([s for _, s in chosen])}
 
 
+def speaker_cmvn_splits(train_set: Dataset, eval_sets: dict[str, Dataset],
+                        features: FeatureConfig, adaptation_takes: int = 25):
+  """``(training transform, {split: (dataset, transform)})`` under speaker-level CMVN, as
+  the CLI's ``train --speaker-cmvn`` and ``eval`` use it. Every split is evaluated
+  *unadapted* (a speaker not in training normalized by the pooled training statistics); a
+  split holding the evaluation half of such a speaker's recordings also gives
+  ``NAME_eval_half`` (unadapted) and ``NAME_eval_half_adapted`` (by the statistics of the
+  speaker's adaptation half)."""
+  training = speaker_cmvn_stats(train_set, features)
+  pooled = pooled_cmvn_stats(train_set, features)
+  union = {u.id: u for dataset in eval_sets.values() for u in dataset.utterances}
+  evaluation, adapted, unadapted = held_out_cmvn_splits(
+      list(union.values()), training, pooled, features, train_set.tokenizer, adaptation_takes)
+  held = {u.id for u in evaluation}
+  splits = {}
+  for name, dataset in eval_sets.items():
+    splits[name] = (dataset, SpeakerCMVN(dataset, unadapted))
+    half = [u for u in dataset.utterances if u.id in held]
+    if half:
+      half_set = dataclasses.replace(dataset, utterances=half)
+      splits[f"{name}_eval_half"] = (half_set, SpeakerCMVN(half_set, unadapted))
+      splits[f"{name}_eval_half_adapted"] = (half_set, SpeakerCMVN(half_set, adapted))
+  return SpeakerCMVN(train_set, training), splits
+
+
 def _without_transcripts(dataset: Dataset) -> Dataset:
   return dataclasses.replace(dataset, utterances=[
       dataclasses.replace(u, text=UNKNOWN_TRANSCRIPT) for u in dataset.utterances])

@@ -362,6 +362,7 @@ def cmd_train(args) -> int:
       train_config.batch_size)
   eval_transforms = {name: None for name in eval_sets}
   if args.speaker_cmvn:
+    from sparse_sr.adaptation import speaker_cmvn_splits
     train_cmvn, cmvn_splits = speaker_cmvn_splits(train_set, eval_sets, model_config.features,
                                                   args.adaptation_takes)
     eval_sets = {name: dataset for name, (dataset, _) in cmvn_splits.items()}
@@ -427,31 +428,6 @@ def cmd_train(args) -> int:
   return 0
 
 
-def speaker_cmvn_splits(train_set, eval_sets: dict, features, adaptation_takes: int):
-  """``(training transform, {split: (dataset, transform)})`` under speaker-level CMVN
-  (:mod:`sparse_sr.adaptation`). Every split is evaluated *unadapted* (a speaker not in
-  training normalized by the pooled training statistics); a split holding the evaluation
-  half of such a speaker's recordings also gives ``NAME_eval_half`` (unadapted) and
-  ``NAME_eval_half_adapted`` (by the statistics of the speaker's adaptation half)."""
-  from sparse_sr.adaptation import (SpeakerCMVN, held_out_cmvn_splits, pooled_cmvn_stats,
-                                    speaker_cmvn_stats)
-  training = speaker_cmvn_stats(train_set, features)
-  pooled = pooled_cmvn_stats(train_set, features)
-  union = {u.id: u for dataset in eval_sets.values() for u in dataset.utterances}
-  evaluation, adapted, unadapted = held_out_cmvn_splits(
-      list(union.values()), training, pooled, features, train_set.tokenizer, adaptation_takes)
-  held = {u.id for u in evaluation}
-  splits = {}
-  for name, dataset in eval_sets.items():
-    splits[name] = (dataset, SpeakerCMVN(dataset, unadapted))
-    half = [u for u in dataset.utterances if u.id in held]
-    if half:
-      half_set = dataclasses.replace(dataset, utterances=half)
-      splits[f"{name}_eval_half"] = (half_set, SpeakerCMVN(half_set, unadapted))
-      splits[f"{name}_eval_half_adapted"] = (half_set, SpeakerCMVN(half_set, adapted))
-  return SpeakerCMVN(train_set, training), splits
-
-
 def load_run(workdir: Path):
   """``(model, tokenizer, config dict, step)`` of a training workdir."""
   from sparse_sr.model import model_config_from_dict
@@ -483,6 +459,7 @@ def cmd_eval(args) -> int:
                for name, path in _splits(data_dir, args.split).items()}
   splits = {name: (dataset, None) for name, dataset in eval_sets.items()}
   if config.get("speaker_cmvn"):  # the model was trained with speaker-level CMVN
+    from sparse_sr.adaptation import speaker_cmvn_splits
     train_set = Dataset(corpus.read_manifest(data_dir / "train.jsonl"), tokenizer, **uses)
     _, splits = speaker_cmvn_splits(train_set, eval_sets, model.config.features,
                                     config["adaptation_takes"])

@@ -19,7 +19,7 @@ arXiv:1912.04427, Sec. 3, Eq. 6-8), implemented here:
   leaf's RMS): equal logits move in lockstep under Adam and cross 0 together. (Measured on the
   benchmark's VSR model: equal initial logits and a lambda that grew while the mask was below
   the target wound lambda up to 1e12 while the logits travelled to 0, and pruned 46% at once);
-- the mask is learned in a short phase at the start (MSRS Sec. 3: the sparse structure is
+- the mask is learned in a short phase at the start (the MSRS abstract: the sparse structure is
   learned "at the very beginning of training", after a few epochs the mask is applied): the
   temperature anneals over ``anneal_steps`` and the logits have an Adam optimizer of their own
   whose step size decays to zero over the same steps (cosine). With SGD, as in Savarese et al.,
@@ -153,8 +153,9 @@ class MSRS:
 
   ``target_sparsity``: fraction of masked weights the penalty drives to zero;
   ``penalty_weight``: initial lambda, multiplied by ``penalty_growth`` (:attr:`growth`) while
-  the hard mask is below :meth:`sparsity_reference`, divided otherwise; ``beta_*``/``anneal_steps``: temperature schedule,
-  also the length of the mask phase; ``logit_init``: initial ``s`` of a weight of the leaf's
+  the hard mask is below :meth:`sparsity_reference`, divided otherwise;
+  ``beta_*``/``anneal_steps``: temperature schedule, also the length of the mask phase;
+  ``logit_init``: initial ``s`` of a weight of the leaf's
   RMS magnitude, ``s`` proportional to ``|w|`` (soft mask ``sigmoid(beta_initial *
   logit_init)`` = 0.88 there by default: training starts close to the dense model);
   ``logit_learning_rate`` (:attr:`logit_step`): peak Adam step size of the logits,
@@ -285,10 +286,11 @@ class MSRS:
 
     ``inner`` updates the weights; while learning the mask, :attr:`logit_optimizer` updates
     the logits and lambda steers the mask's sparsity (see the module docstring); from
-    ``start_step`` on, every ``check_every`` steps the hard mask goes to :class:`MaskStability` (once the
-    mask is near its target sparsity). On the step it becomes stable the mask is folded into
-    the weights (see the module docstring) and frozen. After the switch the logits stay put
-    and, with ``switch="sparse"``, gradients and updates are masked so pruned weights stay 0.
+    ``start_step`` on, every ``check_every`` steps the hard mask goes to
+    :class:`MaskStability` (once the mask is near its target sparsity). On the step it
+    becomes stable the mask is folded into the weights (see the module docstring) and frozen.
+    After the switch the logits stay put and, with ``switch="sparse"``, gradients and updates
+    are masked so pruned weights stay 0.
     """
     stability = self.stability
     logit_optimizer = self.logit_optimizer
@@ -321,8 +323,9 @@ class MSRS:
       count = state.count + 1
       logits = jax.tree.map(jnp.add, trained["logits"], logit_updates)
       hard = jax.tree.map(hard_mask, logits)
-      ready = mask_sparsity(hard) >= self.ready_fraction * self.target_sparsity
-      factor = jnp.where(mask_sparsity(hard) < self.sparsity_reference(count), self.growth,
+      sparsity = mask_sparsity(hard)
+      ready = sparsity >= self.ready_fraction * self.target_sparsity
+      factor = jnp.where(sparsity < self.sparsity_reference(count), self.growth,
                          1.0 / self.growth)
       # lambda acts through the logits only: once their steps have decayed to 0 it is held
       # (growing on, it would overflow and the loss with it)

@@ -36,7 +36,7 @@ def sparse_training(method: str, inner: optax.GradientTransformation, *, steps: 
 
   SET/RigL explore every ``max(1, steps // 20)`` steps until 75% of training (RigL's
   ``end_step``) with a drop fraction cosine-decayed from 0.3 (RigL Eq. 1). MSRS learns its
-  mask in the first 10% of training, at least 10 steps (MSRS Sec. 3: "at the very beginning
+  mask in the first 10% of training, at least 10 steps (the MSRS abstract: "at the very beginning
   of training"; the temperature anneals and the logits' step size decays over those steps;
   the paper applies the mask "after a few epochs" of a long run) and checks stability
   every ``steps // 100`` steps from 5% of training on; ``msrs_overrides`` replace any
