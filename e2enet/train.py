@@ -110,9 +110,14 @@ def make_apply(graphdef) -> Any:
   return apply
 
 
-@functools.lru_cache(maxsize=8)
 def compiled_train_step(graphdef, cfg: TrainConfig):
   """The jitted step for a model and training config (cached: resuming reuses the compile)."""
+  # The seed enters only the optimizer's init (masks, RNG key), so all seeds share one compile.
+  return _cached_train_step(graphdef, dataclasses.replace(cfg, seed=0))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_train_step(graphdef, cfg: TrainConfig):
   return make_train_step(graphdef, optimizer(cfg))
 
 
