@@ -88,6 +88,7 @@ ALL_VARIANTS = {v.label: v for v in (
                                                 anneal_epochs=1),
     *_pair("+point+anneal", time_drop="point", anneal_epochs=1),
     *_pair("+point0.2", time_drop="point", drop=0.2),
+    *_pair("+point0.2+anneal", time_drop="point", drop=0.2, anneal_epochs=1),
     *_pair("+chunk30ms", time_drop="chunk", chunk_frames=3))}
 QUICK_VARIANTS = ("full", "random+point", "easy2hard+point")
 VARIANTS = ("full", "random", "easy2hard", "random+point", "easy2hard+point", "random+chunk",

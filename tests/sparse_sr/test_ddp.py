@@ -70,8 +70,9 @@ def test_dropped_frames_points_and_chunks():
     assert sorted(len(r) % 5 for r in runs) == [0] * len(runs)
 
 
-@pytest.mark.parametrize("mode", ["point", "chunk"])
-def test_time_drop_shortens_by_the_fraction_and_keeps_alignment(mode):
+@pytest.mark.parametrize("mode,fraction,chunk_frames", [("point", 0.3, 10), ("chunk", 0.3, 10),
+                                                       ("point", 0.2, 10), ("chunk", 0.3, 3)])
+def test_time_drop_shortens_by_the_fraction_and_keeps_alignment(mode, fraction, chunk_frames):
   hop, width = 160, 16000
   lengths = np.asarray([16000, 12345, 8000, 3210], np.int32)
   audio = np.zeros((4, width), np.float32)
@@ -80,13 +81,13 @@ def test_time_drop_shortens_by_the_fraction_and_keeps_alignment(mode):
   batch = {"audio": audio, "audio_len": lengths, "tokens": np.ones((4, 8), np.int32),
            "token_len": np.ones(4, np.int32), "valid": np.ones(4, bool),
            "index": np.arange(4)}
-  drop = TimeDrop(mode, 0.3, chunk_frames=10, hop=hop)
+  drop = TimeDrop(mode, fraction, chunk_frames=chunk_frames, hop=hop)
   out = drop(batch, np.random.default_rng(0))
   assert out["audio"].shape[1] == drop.packed_width(width) < width
   np.testing.assert_array_equal(out["tokens"], batch["tokens"])  # transcripts unchanged
   for i, n in enumerate(lengths):
     frames = n // hop
-    removed = round(0.3 * frames)
+    removed = round(fraction * frames)
     assert out["audio_len"][i] == n - removed * hop
     kept = out["audio"][i, :out["audio_len"][i]]
     assert np.all(np.diff(kept) > 0)  # original order, a subsequence
@@ -96,7 +97,7 @@ def test_time_drop_shortens_by_the_fraction_and_keeps_alignment(mode):
                                                                         removed))
   old, new = (np.asarray(feature_lengths(x, FeatureConfig()))
               for x in (lengths, out["audio_len"]))
-  np.testing.assert_allclose(new, old - np.round(0.3 * (lengths // hop)), atol=0)
+  np.testing.assert_allclose(new, old - np.round(fraction * (lengths // hop)), atol=0)
   # a long transcript caps the drop: at least 6 frames per token stay
   capped = drop({**batch, "token_len": np.asarray([1, 1, 1, 3], np.int32)},
                 np.random.default_rng(0))
