@@ -55,6 +55,7 @@ from jaxrepro.bench import Report, benchmark, benchmark_main
 
 TARGET = {"speedup": 1.4, "wer_gap_points": 1.0}
 KEEP, DROP, WARMUP_EPOCHS = 0.7, 0.3, 1
+CROSSFADE = 40  # samples (2.5 ms at 16 kHz) for the "xf" variants
 CTC_WEIGHT = 0.9  # issue 7's small-data recipe: CTC-heavy loss, no dropout, no SpecAugment
 
 
@@ -66,6 +67,7 @@ class Variant:
   anneal_epochs: int = 0
   drop: float = DROP         # fraction of frames time-dropped
   chunk_frames: int = 10     # 10 ms frames per chunk (100 ms)
+  crossfade: int = 0         # samples blended across each splice (sparse_sr.ddp.splice_out)
 
   @property
   def baseline(self) -> str:
@@ -89,7 +91,10 @@ ALL_VARIANTS = {v.label: v for v in (
     *_pair("+point+anneal", time_drop="point", anneal_epochs=1),
     *_pair("+point0.2", time_drop="point", drop=0.2),
     *_pair("+point0.2+anneal", time_drop="point", drop=0.2, anneal_epochs=1),
-    *_pair("+chunk30ms", time_drop="chunk", chunk_frames=3))}
+    *_pair("+chunk30ms", time_drop="chunk", chunk_frames=3),
+    *_pair("+pointxf", time_drop="point", crossfade=CROSSFADE),
+    *_pair("+pointxf0.2", time_drop="point", drop=0.2, crossfade=CROSSFADE),
+    *_pair("+chunkxf", time_drop="chunk", crossfade=CROSSFADE))}
 QUICK_VARIANTS = ("full", "random+point", "easy2hard+point")
 VARIANTS = ("full", "random", "easy2hard", "random+point", "easy2hard+point", "random+chunk",
             "easy2hard+chunk", "random+chunk+anneal", "easy2hard+chunk+anneal")
@@ -155,7 +160,8 @@ def run_variant(variant: Variant, train_set, test_set, *, model: str, epochs: in
       else {}
   sampler = make_sampler(variant.prune, n, KEEP, seed=seed, total_epochs=epochs, **extra)
   transform = None if variant.time_drop == "none" else TimeDrop(
-      variant.time_drop, variant.drop, chunk_frames=variant.chunk_frames)
+      variant.time_drop, variant.drop, chunk_frames=variant.chunk_frames,
+      crossfade=variant.crossfade)
   if transform is not None and variant.anneal_epochs:
     transform = OutsideAnnealing(transform, sampler)
   model_config = small_data_model(model, train_set.tokenizer.vocab_size, "audio")
