@@ -94,6 +94,9 @@ ALL_VARIANTS = {v.label: v for v in (
     *_pair("+chunk30ms", time_drop="chunk", chunk_frames=3),
     *_pair("+pointxf", time_drop="point", crossfade=CROSSFADE),
     *_pair("+pointxf0.2", time_drop="point", drop=0.2, crossfade=CROSSFADE),
+    *_pair("+pointxf0.1", time_drop="point", drop=0.1, crossfade=CROSSFADE),
+    *_pair("+pointxf0.2+anneal", time_drop="point", drop=0.2, crossfade=CROSSFADE,
+           anneal_epochs=1),
     *_pair("+chunkxf", time_drop="chunk", crossfade=CROSSFADE))}
 QUICK_VARIANTS = ("full", "random+point", "easy2hard+point")
 VARIANTS = ("full", "random", "easy2hard", "random+point", "easy2hard+point", "random+chunk",
