@@ -9,9 +9,9 @@ chunks (re-packed to shorter padded lengths; chunks are the paper's best time-wi
 granularity). ``--variants`` picks among more (``ALL_VARIANTS``): point drop of 20%, 30 ms
 chunks, and ``xf`` variants whose splices are crossfaded over 2.5 ms
 (:func:`sparse_sr.ddp.splice_out`; a hard splice is a click in the log-mel). The paper's
-body was not retrievable here; the protocol follows its abstract (70% of the data matches full data; chunk
-dropping plus instance pruning gives up to 1.6x) and a public summary of it (per-epoch
-re-selection, easy2hard best, chunk better than point).
+body was not retrievable here; the protocol follows its abstract (70% of the data matches
+full data; chunk dropping plus instance pruning gives up to 1.6x) and a public summary of it
+(per-epoch re-selection, easy2hard best, chunk better than point).
 
 One addition not in DDP-ASR, as separate rows: annealing (InfoBatch, arXiv:2303.04947,
 Sec. 3.3): the last epoch trains on all utterances, not time-dropped, so a model trained on
