@@ -18,7 +18,8 @@ Two pipeline components for :class:`sparse_sr.data.loader.BatchIterator`:
   as isolated ``point`` frames or contiguous ``chunk`` s, and re-packs the batch to a shorter
   padded length so the compiled step really costs less. Features are computed inside the model
   from waveforms, so a frame is dropped as its 10 ms hop of samples; the log-mel of the re-packed
-  waveform has the stated fraction fewer frames. Transcripts are unchanged, so an utterance
+  waveform has the stated fraction fewer frames. ``crossfade`` blends each splice
+  (:func:`splice_out`) so that it is not a click. Transcripts are unchanged, so an utterance
   keeps at least ``min_frames_per_token`` frames per token (CTC needs one encoder frame per
   token after the 4x subsampling; short digit words would otherwise become untrainable).
 - Annealing (an addition, not in DDP-ASR): InfoBatch (Qin et al. 2024, arXiv:2303.04947,
