@@ -18,7 +18,8 @@ Two pipeline components for :class:`sparse_sr.data.loader.BatchIterator`:
   as isolated ``point`` frames or contiguous ``chunk`` s, and re-packs the batch to a shorter
   padded length so the compiled step really costs less. Features are computed inside the model
   from waveforms, so a frame is dropped as its 10 ms hop of samples; the log-mel of the re-packed
-  waveform has the stated fraction fewer frames. Transcripts are unchanged, so an utterance
+  waveform has the stated fraction fewer frames. ``crossfade`` blends each splice
+  (:func:`splice_out`) so that it is not a click. Transcripts are unchanged, so an utterance
   keeps at least ``min_frames_per_token`` frames per token (CTC needs one encoder frame per
   token after the 4x subsampling; short digit words would otherwise become untrainable).
 - Annealing (an addition, not in DDP-ASR): InfoBatch (Qin et al. 2024, arXiv:2303.04947,
@@ -240,6 +241,33 @@ def dropped_frames(rng: np.random.Generator, num_frames: int, count: int, mode: 
   return np.concatenate([np.arange(s, s + n) for s, n in zip(starts, lengths)])
 
 
+def splice_out(signal: np.ndarray, dropped: np.ndarray, hop: int, crossfade: int = 0
+               ) -> np.ndarray:
+  """``signal`` without the hops ``dropped`` (sorted frame indices), ``len(dropped) * hop``
+  samples shorter. A hard splice jumps from the sample before a removed run to the one after
+  it: a click, whose broadband energy (raised further by pre-emphasis) lands in every 25 ms
+  analysis window around it, which isolated-frame drops put in most windows. With
+  ``crossfade=L`` (at most ``hop``) the last ``L`` kept samples before each run are blended
+  by a raised-cosine ramp into the run's last ``L`` samples, which the signal after the run
+  continues, so it stays continuous; every other sample is the hard splice's."""
+  keep = np.ones(len(signal), bool)
+  keep[(dropped[:, None] * hop + np.arange(hop)[None, :]).ravel()] = False
+  out = signal[keep]
+  if not crossfade or not len(dropped):
+    return out
+  breaks = np.flatnonzero(np.diff(dropped) != 1) + 1
+  starts = dropped[np.concatenate([[0], breaks])] * hop               # removed runs [start,
+  ends = (dropped[np.concatenate([breaks - 1, [len(dropped) - 1]])] + 1) * hop  # end)
+  at = starts - np.concatenate([[0], np.cumsum(ends - starts)[:-1]])  # the run's place in out
+  inner = (starts > 0) & (ends < len(signal))  # a run at either end leaves no junction
+  starts, ends, at = starts[inner, None], ends[inner, None], at[inner, None]
+  ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(crossfade) + 0.5) / crossfade)
+  offsets = np.arange(-crossfade, 0)
+  out[at + offsets] = (signal[starts + offsets] * (1 - ramp)
+                       + signal[ends + offsets] * ramp).astype(out.dtype)
+  return out
+
+
 @dataclasses.dataclass(frozen=True)
 class TimeDrop:
   """``transform(batch, rng)`` for :class:`BatchIterator`: drops ``round(fraction * frames)``
@@ -256,6 +284,7 @@ class TimeDrop:
   hop: int = 160                # samples per feature frame (10 ms at 16 kHz)
   multiple: int = 640           # one video frame, the loader's alignment unit
   min_frames_per_token: int = 6
+  crossfade: int = 0            # samples blended across each splice (see splice_out)
 
   def __post_init__(self):
     if self.mode not in TIME_DROPS:
@@ -264,6 +293,8 @@ class TimeDrop:
       raise ValueError(f"drop fraction must be in [0, 1), got {self.fraction}")
     if self.chunk_frames < 1:
       raise ValueError(f"chunk_frames must be >= 1, got {self.chunk_frames}")
+    if not 0 <= self.crossfade <= self.hop:
+      raise ValueError(f"crossfade must be in [0, hop={self.hop}] samples, got {self.crossfade}")
 
   def packed_width(self, width: int) -> int:
     return min(width, _round_up(math.ceil((1 - self.fraction) * width) + 2 * self.hop,
@@ -285,9 +316,7 @@ class TimeDrop:
       drop = dropped_frames(rng, length // self.hop,
                             self.num_dropped(length, int(batch["token_len"][i])), self.mode,
                             self.chunk_frames)
-      keep = np.ones(length, bool)
-      keep[(drop[:, None] * self.hop + np.arange(self.hop)[None, :]).ravel()] = False
-      kept_audio.append(audio[i, :length][keep])
+      kept_audio.append(splice_out(audio[i, :length], drop, self.hop, self.crossfade))
     new_lengths = np.asarray([len(a) for a in kept_audio], lengths.dtype)
     width = self.packed_width(audio.shape[1])
     if new_lengths.max() > width:  # a capped utterance: keep the bucket's width

@@ -11,7 +11,7 @@ from sparse_sr.data.audio import write_wav
 from sparse_sr.data.loader import BatchIterator, Dataset, bucketed_batches
 from sparse_sr.ddp import (DataPruningSampler, OutsideAnnealing, TimeDrop, batches_per_epoch,
                            dropped_frames, epochs_for_steps, make_sampler,
-                           run_steps)
+                           run_steps, splice_out)
 from sparse_sr.decoder import DecoderConfig
 from sparse_sr.features import FeatureConfig, feature_lengths
 from sparse_sr.model import ModelConfig
@@ -70,8 +70,9 @@ def test_dropped_frames_points_and_chunks():
     assert sorted(len(r) % 5 for r in runs) == [0] * len(runs)
 
 
-@pytest.mark.parametrize("mode", ["point", "chunk"])
-def test_time_drop_shortens_by_the_fraction_and_keeps_alignment(mode):
+@pytest.mark.parametrize("mode,fraction,chunk_frames", [("point", 0.3, 10), ("chunk", 0.3, 10),
+                                                       ("point", 0.2, 10), ("chunk", 0.3, 3)])
+def test_time_drop_shortens_by_the_fraction_and_keeps_alignment(mode, fraction, chunk_frames):
   hop, width = 160, 16000
   lengths = np.asarray([16000, 12345, 8000, 3210], np.int32)
   audio = np.zeros((4, width), np.float32)
@@ -80,13 +81,13 @@ def test_time_drop_shortens_by_the_fraction_and_keeps_alignment(mode):
   batch = {"audio": audio, "audio_len": lengths, "tokens": np.ones((4, 8), np.int32),
            "token_len": np.ones(4, np.int32), "valid": np.ones(4, bool),
            "index": np.arange(4)}
-  drop = TimeDrop(mode, 0.3, chunk_frames=10, hop=hop)
+  drop = TimeDrop(mode, fraction, chunk_frames=chunk_frames, hop=hop)
   out = drop(batch, np.random.default_rng(0))
   assert out["audio"].shape[1] == drop.packed_width(width) < width
   np.testing.assert_array_equal(out["tokens"], batch["tokens"])  # transcripts unchanged
   for i, n in enumerate(lengths):
     frames = n // hop
-    removed = round(0.3 * frames)
+    removed = round(fraction * frames)
     assert out["audio_len"][i] == n - removed * hop
     kept = out["audio"][i, :out["audio_len"][i]]
     assert np.all(np.diff(kept) > 0)  # original order, a subsequence
@@ -96,7 +97,7 @@ def test_time_drop_shortens_by_the_fraction_and_keeps_alignment(mode):
                                                                         removed))
   old, new = (np.asarray(feature_lengths(x, FeatureConfig()))
               for x in (lengths, out["audio_len"]))
-  np.testing.assert_allclose(new, old - np.round(0.3 * (lengths // hop)), atol=0)
+  np.testing.assert_allclose(new, old - np.round(fraction * (lengths // hop)), atol=0)
   # a long transcript caps the drop: at least 6 frames per token stay
   capped = drop({**batch, "token_len": np.asarray([1, 1, 1, 3], np.int32)},
                 np.random.default_rng(0))
@@ -104,6 +105,31 @@ def test_time_drop_shortens_by_the_fraction_and_keeps_alignment(mode):
   assert capped["audio_len"][0] == out["audio_len"][0]
   with pytest.raises(ValueError, match="video"):
     drop({**batch, "video": np.zeros((4, 25, 8, 8), np.uint8)}, np.random.default_rng(0))
+
+
+def test_crossfade_keeps_the_signal_continuous_and_changes_only_the_blends():
+  hop, fade = 160, 40
+  signal = np.sin(np.arange(3000) * 2 * np.pi / 37).astype(np.float32)  # 18 frames and a tail
+  dropped = np.asarray([0, 3, 4, 7, 12, 17])
+  hard, soft = splice_out(signal, dropped, hop), splice_out(signal, dropped, hop, fade)
+  kept = [signal[f * hop:(f + 1) * hop] for f in range(18) if f not in dropped]
+  np.testing.assert_array_equal(hard, np.concatenate(kept + [signal[18 * hop:]]))
+  assert len(soft) == len(hard) == 3000 - 6 * hop
+  # runs [3, 4], [7], [12], [17] end in the output at 320, 640, 1280, 1920 (the one at the
+  # start has no sample before it); only the fade samples before them change
+  junctions = {320: (480, 800), 640: (1120, 1280), 1280: (1920, 2080), 1920: (2720, 2880)}
+  blended = np.concatenate([np.arange(at - fade, at) for at in junctions])
+  np.testing.assert_array_equal(np.flatnonzero(hard != soft), blended)
+  ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(fade) + 0.5) / fade)
+  for at, (start, end) in junctions.items():
+    np.testing.assert_allclose(soft[at - fade:at], signal[start - fade:start] * (1 - ramp)
+                               + signal[end - fade:end] * ramp, rtol=1e-6, atol=1e-7)
+  # continuous: a step is at most the signal's own plus the ramp's slope times |difference|
+  step = np.abs(np.diff(signal)).max()
+  assert np.abs(np.diff(hard)).max() > 5 * step  # the hard splices jump
+  assert np.abs(np.diff(soft)).max() <= step + 2 * np.pi / (2 * fade)
+  with pytest.raises(ValueError, match="crossfade"):
+    TimeDrop("point", 0.3, crossfade=hop + 1)
 
 
 def test_batches_per_epoch_matches_the_loader():

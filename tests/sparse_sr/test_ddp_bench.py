@@ -1,0 +1,68 @@
+"""The DDP-ASR benchmark's bookkeeping: which variants run, seed means and ratios, options."""
+
+import sys
+
+import pytest
+
+from benchmarks import bench_ddp_asr as bench
+
+
+def test_variants_bring_full_data_and_their_random_baselines():
+  picked = [v.label for v in bench.pick_variants(("easy2hard+point0.2", "random+point"))]
+  assert picked == ["full", "random+point0.2", "easy2hard+point0.2", "random+point"]
+  point = bench.ALL_VARIANTS["easy2hard+point0.2"]
+  assert (point.prune, point.time_drop, point.drop) == ("easy2hard", "point", 0.2)
+  assert bench.ALL_VARIANTS["easy2hard+chunk30ms"].chunk_frames == 3
+  for v in bench.ALL_VARIANTS.values():  # every baseline label names a random variant
+    assert bench.ALL_VARIANTS[v.baseline].prune in ("none", "random")
+  with pytest.raises(ValueError, match="unknown variants"):
+    bench.pick_variants(("easy2hard+dots",))
+
+
+def _row(steps, seconds, cpu, wer):
+  return dict(steps=steps, train_seconds=seconds, cpu_seconds=cpu, wall_seconds=seconds + 5,
+              wer=wer, cer=wer / 2, attention_wer=wer, final_loss=0.1)
+
+
+def test_seed_means_and_the_targets_are_of_the_means():
+  seeds = [{"full": _row(100, 10.0, 8.0, 0.10), "random+point": _row(70, 5.0, 4.0, 0.14),
+            "easy2hard+point": _row(70, 6.0, 5.0, 0.12)},
+           {"full": _row(100, 12.0, 10.0, 0.08), "random+point": _row(70, 7.0, 6.0, 0.10),
+            "easy2hard+point": _row(70, 8.0, 7.0, 0.08)}]
+  mean = bench.mean_rows(seeds)
+  verdicts = bench.compare(mean, bench.pick_variants(("easy2hard+point",)))
+  e2h = mean["easy2hard+point"]
+  assert e2h["train_seconds"] == 7.0 and e2h["wer"] == pytest.approx(0.10)
+  assert e2h["speedup"] == pytest.approx(11.0 / 7.0)     # full's mean over the variant's
+  assert e2h["cpu_speedup"] == pytest.approx(9.0 / 6.0)
+  assert e2h["step_ratio"] == pytest.approx(100 / 70)
+  assert e2h["wer_gap_points"] == pytest.approx(1.0)
+  assert verdicts["easy2hard+point"] == {
+      "speedup_at_least_1.4": True, "cpu_speedup_at_least_1.4": True,
+      "wer_within_1_point": True, "random_baseline": "random+point",
+      "beats_random_same_budget": True}
+  table = bench.markdown_table(mean).splitlines()
+  assert len(table) == 2 + 3
+  assert table[-1].startswith("| easy2hard+point | 70 (1.43) | 7.0 / 6.0 | 1.57 / 1.50 | "
+                              "10.0% / 5.0% |")
+
+
+def test_options_reach_run(monkeypatch, tmp_path):
+  seen = {}
+  monkeypatch.setattr(bench, "benchmark_main",
+                      lambda fn, description, rest: seen.update(fn.keywords, rest=rest))
+  monkeypatch.setattr(sys, "argv", ["bench_ddp_asr", "--corpus", "fsdd", "--seeds", "3",
+                                    "--variants", "easy2hard+point", "--quick"])
+  bench._main()
+  assert seen == {"corpus_names": ("fsdd",), "seeds": 3,
+                  "variant_labels": ("easy2hard+point",), "rest": ["--quick"]}
+  with pytest.raises(ValueError, match="seeds"):
+    bench.run(True, tmp_path, seeds=0)
+  with pytest.raises(ValueError, match="corpus"):
+    bench.run(True, tmp_path, corpus_names=("librispeech",))
+
+
+
+def test_point_drop_rows_are_in_the_default_and_quick_runs():
+  for labels in (bench.VARIANTS, bench.QUICK_VARIANTS):
+    assert {v.time_drop for v in bench.pick_variants(labels)} >= {"point"}
