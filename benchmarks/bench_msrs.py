@@ -146,12 +146,12 @@ SETTINGS = {
     "quick": dict(model="conformer-nano", steps=40, batch_size=8, learning_rate=3e-3,
                   evals=2, norm_steps=5, msrs={}),
     "medium": dict(model="conformer-nano", steps=200, batch_size=16, learning_rate=3e-3,
-                   evals=5, norm_steps=10, msrs={}),
+                   evals=10, norm_steps=10, msrs={}),
     "full": dict(model="conformer-tiny", steps=1500, batch_size=32, learning_rate=2e-3,
                  evals=10, norm_steps=50, msrs={}),
 }
 MEDIUM_METHODS = [("dense", "none", "sparse"), ("msrs-sparse", "msrs", "sparse"),
-                  ("msrs-dense", "msrs", "dense")]
+                  ("msrs-dense", "msrs", "dense"), ("magnitude", "magnitude", "sparse")]
 
 
 @benchmark("msrs")
