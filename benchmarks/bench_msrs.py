@@ -18,7 +18,7 @@ hour on 2 shared cores): VSR only, conformer-nano, 200 steps of batch 16 on a sm
 lip-reading task (the ten digit words, 0.1 hours, 552 utterances; 60 held-out utterances in
 voices, hence lip geometries, never seen in training), on which the dense model does learn
 (CER 52% after 200 steps in a pilot run), evaluated every 20 steps: dense, MSRS with both
-switches, then magnitude pruning at init. Each finished
+switches, then magnitude pruning at init, SET and RigL. Each finished
 run is appended to ``<out>/msrs_rows.jsonl``. Full (for a GPU): VSR and AVSR, conformer-tiny,
 1500 steps of batch 32 on the 1-hour sentence corpus, all six methods. ``--words``: as
 ``--medium`` for 150 steps on single words of a 20-word vocabulary (0.05 hours, 32 held-out
@@ -159,7 +159,8 @@ SETTINGS = {
                  evals=10, norm_steps=50, msrs={}),
 }
 MEDIUM_METHODS = [("dense", "none", "sparse"), ("msrs-sparse", "msrs", "sparse"),
-                  ("msrs-dense", "msrs", "dense"), ("magnitude", "magnitude", "sparse")]
+                  ("msrs-dense", "msrs", "dense"), ("magnitude", "magnitude", "sparse"),
+                  ("set", "set", "sparse"), ("rigl", "rigl", "sparse")]
 WORDS_METHODS = MEDIUM_METHODS[:3]
 
 
