@@ -17,13 +17,17 @@ MSRS (sparse switch); far too little to learn lip reading. ``--medium`` (CPU-siz
 hour on 2 shared cores): VSR only, conformer-nano, 200 steps of batch 16 on a small-vocabulary
 lip-reading task (the ten digit words, 0.1 hours, 552 utterances; 60 held-out utterances in
 voices, hence lip geometries, never seen in training), on which the dense model does learn
-(CER 52% after 200 steps in a pilot run), dense against MSRS with both switches. Each finished
+(CER 52% after 200 steps in a pilot run), evaluated every 20 steps: dense, MSRS with both
+switches, then magnitude pruning at init, SET and RigL. Each finished
 run is appended to ``<out>/msrs_rows.jsonl``. Full (for a GPU): VSR and AVSR, conformer-tiny,
-1500 steps of batch 32 on the 1-hour sentence corpus, all six methods. MSRS uses the defaults
+1500 steps of batch 32 on the 1-hour sentence corpus, all six methods. ``--words``: as
+``--medium`` for 150 steps on single words of a 20-word vocabulary (0.05 hours, 32 held-out
+utterances), where the dense model failed (CER 90% after 150 steps in an earlier run), dense
+and MSRS with both switches. MSRS uses the defaults
 of :func:`sparse_sr.sparse_methods.sparse_training` everywhere: the mask is learned in the
 first 10% of the steps.
 
-Run: ``python -m benchmarks.bench_msrs [--quick | --medium] [--resume]`` or
+Run: ``python -m benchmarks.bench_msrs [--quick | --medium | --words] [--resume]`` or
 ``jaxrepro bench msrs [--quick]``.
 """
 
@@ -53,6 +57,8 @@ def make_corpus(size: str, out_dir: Path) -> Path:
     digits = dict(texts=corpus.DIGIT_WORDS)  # a small-vocabulary lip-reading task
     settings = {"quick": dict(hours=0.02, test_utterances=16, **digits),
                 "medium": dict(hours=0.1, test_utterances=60, **digits),
+                # single words of a 20-word vocabulary, where dense failed in 150 steps
+                "words": dict(hours=0.05, test_utterances=32, max_words=1, vocab_size=20),
                 "full": FULL_CORPUS}[size]
     corpus.make_espeak_corpus(folder, corpus.EspeakCorpusConfig(**settings, video=True))
   return folder
@@ -146,18 +152,22 @@ SETTINGS = {
     "quick": dict(model="conformer-nano", steps=40, batch_size=8, learning_rate=3e-3,
                   evals=2, norm_steps=5, msrs={}),
     "medium": dict(model="conformer-nano", steps=200, batch_size=16, learning_rate=3e-3,
-                   evals=5, norm_steps=10, msrs={}),
+                   evals=10, norm_steps=10, msrs={}),
+    "words": dict(model="conformer-nano", steps=150, batch_size=16, learning_rate=3e-3,
+                  evals=10, norm_steps=10, msrs={}),
     "full": dict(model="conformer-tiny", steps=1500, batch_size=32, learning_rate=2e-3,
                  evals=10, norm_steps=50, msrs={}),
 }
 MEDIUM_METHODS = [("dense", "none", "sparse"), ("msrs-sparse", "msrs", "sparse"),
-                  ("msrs-dense", "msrs", "dense")]
+                  ("msrs-dense", "msrs", "dense"), ("magnitude", "magnitude", "sparse"),
+                  ("set", "set", "sparse"), ("rigl", "rigl", "sparse")]
+WORDS_METHODS = MEDIUM_METHODS[:3]
 
 
 @benchmark("msrs")
 def run(quick: bool, out_dir: Path, size: str | None = None, resume: bool = False) -> Report:
-  """``size``: ``quick``, ``medium`` (``--medium``: VSR, dense vs MSRS, on a CPU) or
-  ``full``; by default ``quick`` or ``full`` as ``quick`` says. ``resume`` (``--resume``)
+  """``size``: ``quick``, ``medium`` (``--medium``: VSR, dense vs MSRS, on a CPU),
+  ``words`` (``--words``: the same on 20 single words, where dense fails) or ``full``; by default ``quick`` or ``full`` as ``quick`` says. ``resume`` (``--resume``)
   reuses the runs already in ``<out>/msrs_rows.jsonl`` for this size instead of rerunning."""
   from sparse_sr.data import corpus
   from sparse_sr.data.loader import Dataset
@@ -165,7 +175,8 @@ def run(quick: bool, out_dir: Path, size: str | None = None, resume: bool = Fals
   size = size or ("quick" if quick else "full")
   settings = SETTINGS[size]
   modalities = ("video", "av") if size == "full" else ("video",)
-  methods = {"quick": QUICK_METHODS, "medium": MEDIUM_METHODS, "full": ALL_METHODS}[size]
+  methods = {"quick": QUICK_METHODS, "medium": MEDIUM_METHODS, "words": WORDS_METHODS,
+             "full": ALL_METHODS}[size]
   folder = make_corpus(size, out_dir)
   rows_path = out_dir / "msrs_rows.jsonl"
   done = {}
@@ -221,7 +232,8 @@ if __name__ == "__main__":
   if "--resume" in sys.argv:
     sys.argv.remove("--resume")
     options["resume"] = True
-  if "--medium" in sys.argv:
-    sys.argv.remove("--medium")
-    options["size"] = "medium"
+  for size in ("medium", "words"):
+    if f"--{size}" in sys.argv:
+      sys.argv.remove(f"--{size}")
+      options["size"] = size
   benchmark_main(functools.partial(run, **options), __doc__.splitlines()[0])

@@ -11,14 +11,19 @@ arXiv:1912.04427, Sec. 3, Eq. 6-8), implemented here:
   temperature ``beta`` is annealed upward (:func:`beta_schedule`, exponential as in Sec. 3);
 - ``lambda * mean(sigmoid(beta * s))`` (an L1 penalty on the soft mask, normalized by the
   number ``N`` of masked weights) is added to the loss while the mask is learned. A logit is
-  pushed down when ``lambda / N`` exceeds its weight's first-order importance ``w * dL/dw``,
-  whose scale is not known in advance, so ``lambda`` is controlled in log space: every step it
-  is multiplied by ``penalty_growth`` while the hard mask is less sparse than a reference that
-  ramps up to ``target_sparsity`` (:meth:`MSRS.sparsity_reference`), and divided by it
-  otherwise. Logits start proportional to their weights' magnitudes (``logit_init`` at the
-  leaf's RMS): equal logits move in lockstep under Adam and cross 0 together. (Measured on the
-  benchmark's VSR model: equal initial logits and a lambda that grew while the mask was below
-  the target wound lambda up to 1e12 while the logits travelled to 0, and pruned 46% at once);
+  pushed down when ``lambda / N`` exceeds its weight's first-order importance ``|w dL/dw|``,
+  whose scale depends on the model and the loss. By default ``lambda`` is set at the first
+  step from the model itself (:meth:`MSRS.calibrated_penalty_weight`, no labels beyond the
+  training batch's loss): ``lambda / N`` = the ``target_sparsity`` quantile of ``|w dL/dw|``,
+  so the penalty outweighs the task gradient on that fraction of the logits. From there
+  ``lambda`` is controlled in log space: every step it is multiplied by ``penalty_growth``
+  while the hard mask is less sparse than a reference that ramps up to ``target_sparsity``
+  (:meth:`MSRS.sparsity_reference`), and divided by it otherwise. Logits start proportional
+  to their weights' magnitudes (``logit_init`` at the leaf's RMS): equal logits move in
+  lockstep under Adam and cross 0 together. (Measured on the benchmark's VSR model: equal
+  initial logits and a lambda that grew from 1 while the mask was below the target wound
+  lambda up to 1e12 while the logits travelled to 0, and pruned 46% at once; magnitude-ordered
+  logits with lambda grown from 1 reached only 0.32 of a 0.5 target before the logits froze);
 - the mask is learned in a short phase at the start (the MSRS abstract: the sparse structure is
   learned "at the very beginning of training", after a few epochs the mask is applied): the
   temperature anneals over ``anneal_steps`` and the logits have an Adam optimizer of their own
@@ -67,6 +72,13 @@ def soft_mask(logits: jax.Array, beta: jax.Array | float) -> jax.Array:
 def hard_mask(logits: jax.Array) -> jax.Array:
   """``[s > 0]``, the limit of :func:`soft_mask` as ``beta`` grows."""
   return logits > 0
+
+
+def hard_masks(logits: Any) -> Any:
+  """:func:`hard_mask` of every masked leaf; ``True`` (keep everything) for the shape-``()``
+  placeholders of unmasked leaves (biases, norms, embeddings), which a sparse switch must
+  leave trainable."""
+  return jax.tree.map(lambda s: hard_mask(s) if s.ndim else jnp.ones((), bool), logits)
 
 
 def beta_schedule(initial: float = 1.0, final: float = 100.0, anneal_steps: int = 1000
@@ -152,7 +164,8 @@ class MSRS:
   """Continuous-sparsification MSRS over a parameter pytree.
 
   ``target_sparsity``: fraction of masked weights the penalty drives to zero;
-  ``penalty_weight``: initial lambda, multiplied by ``penalty_growth`` (:attr:`growth`) while
+  ``penalty_weight``: initial lambda, ``None`` (default) to calibrate it at the first step
+  (:meth:`calibrated_penalty_weight`); multiplied by ``penalty_growth`` (:attr:`growth`) while
   the hard mask is below :meth:`sparsity_reference`, divided otherwise;
   ``beta_*``/``anneal_steps``: temperature schedule, also the length of the mask phase;
   ``logit_init``: initial ``s`` of a weight of the leaf's
@@ -167,7 +180,7 @@ class MSRS:
   ``masked(path, leaf)``: which leaves get a mask (default :func:`weight_matrices`).
   """
   target_sparsity: float = 0.5
-  penalty_weight: float = 1.0
+  penalty_weight: float | None = None
   penalty_growth: float | None = None
   beta_initial: float = 1.0
   beta_final: float = 100.0
@@ -194,12 +207,33 @@ class MSRS:
 
   @property
   def growth(self) -> float:
-    """``penalty_growth``, by default ``10 ** (8 / anneal_steps)``: lambda can move by eight
-    orders of magnitude over the mask phase (the scale of ``w * dL/dw`` is not known in
-    advance)."""
+    """``penalty_growth``, by default ``10 ** (2 / anneal_steps)`` when lambda is calibrated
+    (it starts at the right scale and corrects within two orders of magnitude over the mask
+    phase) and ``10 ** (8 / anneal_steps)`` from a given ``penalty_weight`` (the scale of
+    ``w dL/dw`` is not known in advance)."""
     if self.penalty_growth is not None:
       return self.penalty_growth
-    return 10.0 ** (8.0 / self.anneal_steps)
+    decades = 2.0 if self.penalty_weight is None else 8.0
+    return 10.0 ** (decades / self.anneal_steps)
+
+  def calibrated_penalty_weight(self, trained: dict[str, Any], weight_grads: Any,
+                                count: jax.Array) -> jax.Array:
+    """``N * quantile(|w dL/dw_eff|, target_sparsity)`` over the masked weights.
+
+    The task loss's gradient on a logit is ``beta sigmoid'(beta s) w dL/dw_eff`` (``w_eff`` the
+    soft-masked weight), the penalty's ``beta sigmoid'(beta s) lambda / N``: with this lambda
+    the penalty outweighs the task gradient on ``target_sparsity`` of the logits. Uses only
+    the gradient of the training loss at the current step (``dL/dw = m dL/dw_eff``)."""
+    beta = self.beta(count)
+    importance = []
+    for w, g, s in zip(jax.tree.leaves(trained["weights"]), jax.tree.leaves(weight_grads),
+                       jax.tree.leaves(trained["logits"])):
+      if s.ndim:
+        importance.append(jnp.abs(w * g / soft_mask(s, beta).astype(g.dtype)).ravel())
+    if not importance:
+      return jnp.zeros((), jnp.float32)
+    importance = jnp.concatenate(importance).astype(jnp.float32)
+    return importance.size * jnp.quantile(importance, self.target_sparsity)
 
   def sparsity_reference(self, step: jax.Array) -> jax.Array:
     """The sparsity lambda steers the hard mask to: a ramp from 0 to ``target_sparsity`` over
@@ -271,7 +305,7 @@ class MSRS:
   def metrics(self, trained: dict[str, Any], state: MSRSState) -> dict[str, jax.Array]:
     """Scalars to log: sparsity of the current (learning) or frozen (switched) hard mask,
     temperature, phase, last stability distance and the step the mask became stable."""
-    learned = mask_sparsity(jax.tree.map(hard_mask, trained["logits"]))
+    learned = mask_sparsity(hard_masks(trained["logits"]))
     return {"mask_sparsity": jnp.where(state.phase == MASK_LEARNING, learned,
                                        mask_sparsity(state.mask)),
             "beta": self.beta(state.count), "phase": state.phase,
@@ -296,9 +330,11 @@ class MSRS:
     logit_optimizer = self.logit_optimizer
 
     def init_fn(trained):
-      hard = jax.tree.map(hard_mask, trained["logits"])
+      hard = hard_masks(trained["logits"])
+      # a calibrated lambda is 0 until the first step sets it (that step's loss is the task's)
       return MSRSState(jnp.zeros((), jnp.int32), jnp.full((), MASK_LEARNING, jnp.int32),
-                       hard, stability.init(hard), jnp.asarray(self.penalty_weight, jnp.float32),
+                       hard, stability.init(hard),
+                       jnp.asarray(self.penalty_weight or 0.0, jnp.float32),
                        inner.init(trained["weights"]), logit_optimizer.init(trained["logits"]))
 
     def update_fn(grads, state, trained=None):
@@ -312,7 +348,25 @@ class MSRS:
                                                               state.mask))
       weight_updates, inner_state = inner.update(weight_grads, state.inner_state,
                                                  trained["weights"])
-      logit_updates, logit_state = logit_optimizer.update(grads["logits"], state.logit_state,
+      logit_grads = grads["logits"]
+      penalty_weight = state.penalty_weight
+      if self.penalty_weight is None:  # calibrate at the first step, then add its penalty
+        penalty_weight = jax.lax.cond(
+            state.count == 0,
+            lambda: self.calibrated_penalty_weight(trained, grads["weights"], state.count),
+            lambda: penalty_weight)
+        first = (state.count == 0).astype(jnp.float32)
+        leaves = _masked(trained["logits"])
+        n = max(sum(s.size for s in leaves), 1)
+        beta0 = self.beta(state.count)
+
+        def with_penalty(g, s):  # d/ds lambda * mean(sigmoid(beta s)), on the first step only
+          if not s.ndim:
+            return g
+          m = soft_mask(s, beta0)
+          return g + first * penalty_weight * beta0 * m * (1 - m) / n
+        logit_grads = jax.tree.map(with_penalty, logit_grads, trained["logits"])
+      logit_updates, logit_state = logit_optimizer.update(logit_grads, state.logit_state,
                                                           trained["logits"])
       # unmasked leaves' placeholder logits (shape ()) never move
       logit_updates = jax.tree.map(lambda u: jnp.where(learning & (u.ndim > 0), u, 0.0),
@@ -322,7 +376,7 @@ class MSRS:
                                       weight_updates, trained["weights"], state.mask)
       count = state.count + 1
       logits = jax.tree.map(jnp.add, trained["logits"], logit_updates)
-      hard = jax.tree.map(hard_mask, logits)
+      hard = hard_masks(logits)
       sparsity = mask_sparsity(hard)
       ready = sparsity >= self.ready_fraction * self.target_sparsity
       factor = jnp.where(sparsity < self.sparsity_reference(count), self.growth,
@@ -330,7 +384,7 @@ class MSRS:
       # lambda acts through the logits only: once their steps have decayed to 0 it is held
       # (growing on, it would overflow and the loss with it)
       steering = learning & (state.count < self.anneal_steps)
-      penalty_weight = jnp.where(steering, state.penalty_weight * factor, state.penalty_weight)
+      penalty_weight = jnp.where(steering, penalty_weight * factor, penalty_weight)
       due = learning & ready & (count >= self.start_step) & (count % self.check_every == 0)
       checked = stability.update(state.stability, hard, count)
       tracker = jax.tree.map(lambda new, old: jnp.where(due, new, old), checked,

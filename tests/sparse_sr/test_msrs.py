@@ -122,9 +122,13 @@ def test_sparse_switch_keeps_pruned_weights_exactly_zero():
         assert np.all(w[~m] == 0.0)
         pruned += int(np.sum(~m))
       zeros_seen.append(pruned)
-  trained, state = _train(optimizer, reparam, mlp_params(jax.random.key(0)), 300, check)
+  params = mlp_params(jax.random.key(0))
+  trained, state = _train(optimizer, reparam, params, 300, check)
   assert int(state.phase) == SWITCHED and len(zeros_seen) > 50
   assert 0 <= int(state.stability.stable_step) <= 300
+  # the unmasked leaves (biases, zero at init) kept training after the switch
+  for leaf in ("l1", "l2"):
+    assert np.all(np.asarray(trained["weights"][leaf]["bias"]) != 0.0)
   sparsity = zero_fraction(trained["weights"])
   assert sparsity == pytest.approx(zeros_seen[-1] / (8 * 32 + 32), abs=1e-9)
   assert sparsity >= 0.4
@@ -193,7 +197,7 @@ def test_default_masked_leaves_are_kernels():
 
 def test_mask_state_resumes_bit_exactly_from_a_checkpoint(tmp_path):
   from jaxrepro.checkpoint import Checkpointer, tree_equal_bitwise
-  reparam = MSRS(target_sparsity=0.6, penalty_weight=2.0, anneal_steps=40, start_step=5,
+  reparam = MSRS(target_sparsity=0.6, anneal_steps=40, start_step=5,
                  check_every=2, patience=2, tolerance=0.05, logit_init=0.2)
   optimizer = reparam.transform(optax.adam(1e-2))
   params = mlp_params(jax.random.key(0))
@@ -244,8 +248,10 @@ def test_penalty_weight_steers_the_mask_to_a_ramped_sparsity_reference():
   expected = 4.0 * float(np.mean(scipy.special.expit(reparam.beta(state.count) * np.where(
       np.arange(n1 + n2) < (n1 + n2) // 2, -1.0, 1.0))))
   assert float(reparam.penalty(with_sparsity(0.5), state)) == pytest.approx(expected, rel=1e-5)
-  # defaults: eight orders of magnitude over the mask phase
-  assert MSRS(anneal_steps=40).growth ** 40 == pytest.approx(1e8, rel=1e-6)
+  # defaults: two orders of magnitude over the mask phase from a calibrated lambda, eight
+  # from a given one
+  assert MSRS(anneal_steps=40).growth ** 40 == pytest.approx(1e2, rel=1e-6)
+  assert MSRS(anneal_steps=40, penalty_weight=1.0).growth ** 40 == pytest.approx(1e8, rel=1e-6)
 
 
 def test_logits_start_ordered_like_the_weight_magnitudes():
@@ -260,7 +266,7 @@ def test_logits_start_ordered_like_the_weight_magnitudes():
 
 
 def test_logit_steps_follow_a_cosine_decay_to_zero_over_the_mask_phase():
-  reparam = MSRS(anneal_steps=20, logit_init=0.5, start_step=10 ** 6)
+  reparam = MSRS(anneal_steps=20, logit_init=0.5, start_step=10 ** 6, penalty_weight=1.0)
   assert reparam.logit_step == pytest.approx(4 * 0.5 / 20)
   optimizer = reparam.transform(optax.sgd(0.0))
   trained = reparam.init(mlp_params(jax.random.key(0)))
@@ -274,24 +280,75 @@ def test_logit_steps_follow_a_cosine_decay_to_zero_over_the_mask_phase():
     assert float(jnp.abs(updates["logits"]["l1"]["bias"])) == 0.0  # unmasked leaf
 
 
-def test_default_schedule_fixes_the_mask_in_the_first_tenth_of_training():
+@pytest.mark.parametrize("steps,target", [(200, 0.5), (400, 0.8)])
+def test_default_mask_phase_reaches_the_target_then_switches(steps, target):
   params = mlp_params(jax.random.key(0))
-  steps = 400
+  params["l1"]["bias"] = jnp.full((32,), 0.1)  # unmasked leaves must survive the sparse switch
   optimizer, reparam = sparse_training("msrs", optax.adam(1e-2), steps=steps,
-                                       target_sparsity=0.5)
-  assert reparam.anneal_steps == steps // 10
-  masks, lambdas = [], []
+                                       target_sparsity=target)
+  assert reparam.anneal_steps == steps // 10 and reparam.penalty_weight is None
+  log = []
 
   def check(i, before, after):
     trained, state = after
-    masks.append(np.concatenate([np.asarray(trained["logits"][k]["kernel"]).ravel() > 0
-                                 for k in ("l1", "l2")]))
-    lambdas.append(float(state.penalty_weight))
-  _train(optimizer, reparam, params, steps // 4, check)
-  phase = steps // 10
-  # the mask is learned in the phase (it prunes) and fixed after it, lambda with it; reaching
-  # the target within the phase is not guaranteed (see README: 0.32 of 0.5 on the VSR model)
-  assert 0 < 1 - masks[phase - 1].mean() <= 1
-  assert all(np.array_equal(masks[phase - 1], m) for m in masks[phase:])
-  assert len(set(lambdas[phase - 1:])) == 1
-  assert not np.array_equal(masks[0], masks[phase - 1])
+    mask = np.concatenate([np.asarray(trained["logits"][k]["kernel"]).ravel() > 0
+                           for k in ("l1", "l2")])
+    log.append((mask, int(state.phase), float(state.penalty_weight)))
+    if int(state.phase) == SWITCHED:
+      frozen = np.concatenate([np.asarray(state.mask[k]["kernel"]).ravel() for k in ("l1", "l2")])
+      w = np.concatenate([np.asarray(trained["weights"][k]["kernel"]).ravel()
+                          for k in ("l1", "l2")])
+      np.testing.assert_array_equal(frozen, mask)  # the switch froze the learned hard mask
+      assert np.all(w[~frozen] == 0.0)
+  trained, state = _train(optimizer, reparam, params, steps // 4, check)
+  # stability (distance < tolerance for `patience` checks) triggered the switch in the phase
+  switch = int(state.stability.stable_step)
+  assert int(state.phase) == SWITCHED and 0 < switch <= reparam.anneal_steps
+  assert [phase for _, phase, _ in log] == [0] * (switch - 1) + [1] * (steps // 4 - switch + 1)
+  sparsity = 1 - log[switch - 1][0].mean()
+  # at least the threshold stability is checked from, overshooting by at most 0.15
+  assert reparam.ready_fraction * target <= sparsity <= target + 0.15
+  assert all(np.array_equal(log[switch - 1][0], m) for m, _, _ in log[switch:])
+  assert len({lam for _, _, lam in log[switch - 1:]}) == 1  # lambda held after the switch
+  assert np.all(np.asarray(trained["weights"]["l1"]["bias"]) != 0.1)  # biases still trained
+  assert float(jnp.mean((mlp(reparam.weights(trained, state), X) - Y) ** 2)) < float(
+      jnp.mean(Y ** 2))
+
+
+def test_calibrated_penalty_weight_is_the_target_quantile_of_first_order_importance():
+  target = 0.7
+  reparam = MSRS(target_sparsity=target, penalty_growth=1.0, anneal_steps=20,
+                 start_step=10 ** 6)
+  assert reparam.penalty_weight is None
+  params = mlp_params(jax.random.key(0))
+  trained = reparam.init(params)
+  optimizer = reparam.transform(optax.sgd(0.0))
+  state = optimizer.init(trained)
+  assert float(state.penalty_weight) == 0.0  # the first step's loss is the task loss
+  # reference: dL/dw_eff by central finite differences on the soft-masked weights, in numpy
+  m = {k: scipy.special.expit(np.asarray(trained["logits"][k]["kernel"], np.float64))
+       for k in ("l1", "l2")}  # beta = 1 at step 0
+  w = {k: np.asarray(params[k]["kernel"], np.float64) for k in ("l1", "l2")}
+  x, y = np.asarray(X, np.float64), np.asarray(Y, np.float64)
+
+  def loss(eff):
+    h = np.tanh(x @ eff["l1"])
+    return np.mean((h @ eff["l2"] - y) ** 2)
+  importance = []
+  for k in ("l1", "l2"):
+    eff = {j: w[j] * m[j] for j in ("l1", "l2")}
+    g = np.zeros_like(w[k])
+    for idx in np.ndindex(g.shape):
+      up = {j: v.copy() for j, v in eff.items()}
+      down = {j: v.copy() for j, v in eff.items()}
+      up[k][idx] += 1e-6
+      down[k][idx] -= 1e-6
+      g[idx] = (loss(up) - loss(down)) / 2e-6
+    importance.append(np.abs(w[k] * g).ravel())
+  importance = np.concatenate(importance)
+  expected = importance.size * np.quantile(importance, target)
+  _, state = _step(optimizer, reparam, trained, state)
+  assert float(state.penalty_weight) == pytest.approx(expected, rel=1e-3)
+  # a fixed penalty_weight is used as given
+  fixed = MSRS(penalty_weight=3.0).transform(optax.sgd(0.0))
+  assert float(fixed.init(trained).penalty_weight) == 3.0
