@@ -27,9 +27,23 @@ def _int_list(text: str) -> list[int]:
   return values
 
 
+def _eps(text: str) -> float | str:
+  if text == "auto":
+    return text
+  try:
+    return float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}")
+
+
 def _add_query_args(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--eps", type=float, default=0.5, help="SCAN similarity threshold")
+  parser.add_argument("--eps", type=_eps, default=0.5,
+                      help="SCAN similarity threshold, or 'auto': the eps of 0.20, 0.21, ..., "
+                           "0.80 whose clustering has the highest modularity")
   parser.add_argument("--mu", type=int, default=3, help="SCAN core size")
+  parser.add_argument("--count-self", action=argparse.BooleanOptionalAction, default=False,
+                      help="count a node among its own eps-neighbours (Xu et al.'s closed "
+                           "neighbourhood) or not (cdlib, the public code)")
   parser.add_argument("--alpha", type=float, default=0.95, help="PageRank damping")
   parser.add_argument("--spa-variant", choices=("paper", "public"), default="paper",
                       help="Algorithm 1 (paper) or the public notebook's per-community quota")
@@ -44,8 +58,8 @@ def _add_query_args(parser: argparse.ArgumentParser) -> None:
 def _configs(args):
   from graph_al.gnn import GNNConfig
   from graph_al.strategies import QueryConfig
-  query = QueryConfig(eps=args.eps, mu=args.mu, alpha=args.alpha, spa_variant=args.spa_variant,
-                      spa_head_order=args.spa_head_order)
+  query = QueryConfig(eps=args.eps, mu=args.mu, count_self=args.count_self, alpha=args.alpha,
+                      spa_variant=args.spa_variant, spa_head_order=args.spa_head_order)
   model = GNNConfig(model=args.model, epochs=args.epochs, dropout=args.dropout)
   return query, model
 

@@ -20,10 +20,14 @@ def structural_similarity_networkx(g: nx.Graph, u, v) -> float:
   return len(closed_u & closed_v) / math.sqrt(len(closed_u) * len(closed_v))
 
 
-def scan_networkx(g: nx.Graph, eps: float = 0.5, mu: int = 3, order=None) -> list[list]:
-  """Clusters (lists of nodes, in creation order) of sequential SCAN visiting ``order``."""
+def scan_networkx(g: nx.Graph, eps: float = 0.5, mu: int = 3, order=None,
+                  count_self: bool = False) -> list[list]:
+  """Clusters (lists of nodes, in creation order) of sequential SCAN visiting ``order``;
+  ``count_self``: ``u``'s eps-neighbourhood is taken in its closed neighbourhood, so holds
+  ``u`` itself (Xu et al.), else only adjacent nodes (cdlib)."""
   def eps_neighbours(u):
-    return [v for v in g.neighbors(u) if structural_similarity_networkx(g, u, v) >= eps]
+    candidates = list(g.neighbors(u)) + ([u] if count_self else [])
+    return [v for v in candidates if structural_similarity_networkx(g, u, v) >= eps]
 
   classified = set()
   clusters = []

@@ -6,8 +6,11 @@ number of triangles through it plus 2. :func:`edge_triangles` counts them for al
 once: each neighbour of an edge's lower-degree end is looked up in the other end's adjacency
 bitset (``sum_(u,v) min(d_u, d_v)`` lookups: 32.5k on CiteSeer, where AND-ing whole bitset rows
 took 947k word operations). Adjacent ``v`` with ``sigma >= eps`` are ``u``'s eps-neighbours;
-``u`` is a core when it has at least ``mu`` of them (not counting itself, as cdlib's ``scan``
-which the SPA code calls; Xu et al. count ``u`` itself). Clusters are the connected
+``u`` is a core when it has at least ``mu`` of them. ``count_self`` says whether ``u`` counts
+among its own: Xu et al. (Definitions 2-3) take the eps-neighbourhood within the closed
+neighbourhood, ``N_eps(u) = {w in N[u] : sigma(u, w) >= eps}``, which holds ``u`` itself
+(``sigma(u, u) = 1``); cdlib's ``scan``, which the SPA code calls, looks only at adjacent nodes.
+Counting ``u`` is the same as lowering ``mu`` by one in cdlib's rule. Clusters are the connected
 components of the core-to-core eps-graph; a non-core eps-neighbour of cores (a border node)
 joins the cluster that a sequential SCAN visiting nodes in ``order`` would build first, i.e.
 the one whose earliest core comes first in ``order``. Cluster ids follow that order too, so
@@ -16,6 +19,12 @@ the result equals cdlib's for the same visiting order (tested against
 more clusters) or outliers. :func:`scan_device` does all of it in one jitted program
 (components by min-label propagation with pointer jumping), so SPA's query needs a single
 dispatch and transfer.
+
+``eps="auto"`` (:func:`modularity_scan`): the eps of :data:`EPS_GRID` whose clustering has
+the highest Newman-Girvan modularity (Newman & Girvan 2004, Phys. Rev. E 69, 026113, Eq. 5),
+every hub and outlier counted as a community of its own. Modularity is the yardstick Xu et
+al. (Sec. 5) score SCAN with, and AHSCAN (Yuruk, Mete, Xu & Schweiger 2009) picks eps from a
+range by the same criterion; it needs no labels. All grid values run as one ``vmap``.
 """
 
 from __future__ import annotations
@@ -27,12 +36,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# Candidate eps values of ``eps="auto"``: every hundredth from 0.20 to 0.80.
+EPS_GRID = np.round(np.arange(20, 81) / 100, 2)
+
 
 class ScanResult(NamedTuple):
   labels: np.ndarray     # int32 [N]: cluster id in creation order, -1 for hubs and outliers
   is_core: np.ndarray    # bool [N]
   is_hub: np.ndarray     # bool [N]
   num_clusters: int
+  eps: float             # the threshold used (the chosen one for eps="auto")
 
   @property
   def is_outlier(self) -> np.ndarray:
@@ -102,11 +115,13 @@ def eps_squared_floor(eps: float) -> np.float32:
 @functools.partial(jax.jit, static_argnames=("num_nodes",))
 def scan_device(senders: jax.Array, receivers: jax.Array, triangles: jax.Array,
                 order: jax.Array, num_nodes: int, eps_squared: jax.Array,
-                mu: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+                mu: jax.Array, count_self: jax.Array = False
+                ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """SCAN on the device from the edges (sorted by sender, both directions) and their
   :func:`edge_triangles`: (labels, is_core, is_hub, num_clusters), as :func:`scan` returns.
 
-  ``eps_squared`` is :func:`eps_squared_floor` of eps. The similarity test
+  ``eps_squared`` is :func:`eps_squared_floor` of eps; ``count_self`` counts a node among
+  its own eps-neighbours (Xu et al.), see the module docstring. The similarity test
   ``(t + 2) / sqrt(c_u c_v) >= eps`` is done as ``(t + 2)^2 >= eps^2 c_u c_v``, whose integers
   are exact in float32 for degrees below 4095, so it agrees with the float64 test except for
   pairs whose squared similarity lies within float32 rounding (~1e-7 relative) below eps^2.
@@ -120,7 +135,7 @@ def scan_device(senders: jax.Array, receivers: jax.Array, triangles: jax.Array,
   eps_edge = shared * shared >= eps_squared * (closed[senders] * closed[receivers]).astype(
       jnp.float32)
   is_core = jax.ops.segment_sum(eps_edge.astype(jnp.int32), senders, n,
-                                indices_are_sorted=True) >= mu
+                                indices_are_sorted=True) + jnp.int32(count_self) >= mu
   core_edge = eps_edge & is_core[senders] & is_core[receivers]
 
   # Per core: the earliest visiting time among the cores of its core-graph component (the
@@ -159,6 +174,50 @@ def scan_device(senders: jax.Array, receivers: jax.Array, triangles: jax.Array,
   return labels, is_core, highest > lowest, jnp.sum(created[:n])
 
 
+def modularity(senders: jax.Array, receivers: jax.Array, labels: jax.Array,
+               num_nodes: int) -> jax.Array:
+  """Newman-Girvan modularity ``sum_c [l_c / m - (d_c / 2m)^2]`` of SCAN's ``labels`` with each
+  unclustered node (label -1) a community of its own; edges stored in both directions."""
+  n = num_nodes
+  community = jnp.where(labels >= 0, labels, n + jnp.arange(n))
+  stored = max(senders.shape[0], 1)   # 2m
+  inside = jnp.sum(community[senders] == community[receivers]) / stored
+  degree_sums = jax.ops.segment_sum(jnp.ones_like(senders, jnp.float32), community[senders],
+                                    2 * n)
+  return inside - jnp.sum((degree_sums / stored) ** 2)
+
+
+@functools.partial(jax.jit, static_argnames=("num_nodes",))
+def modularity_scan(senders: jax.Array, receivers: jax.Array, triangles: jax.Array,
+                    order: jax.Array, num_nodes: int, eps_squared: jax.Array, mu: jax.Array,
+                    count_self: jax.Array = False):
+  """:func:`scan_device` for every ``eps_squared`` ([G]); returns the outputs of the one with
+  the highest :func:`modularity` (the smallest eps among ties) and that grid index."""
+  if eps_squared.shape[0] == 1:   # a fixed eps: nothing to choose
+    return scan_device(senders, receivers, triangles, order, num_nodes, eps_squared[0], mu,
+                       count_self), jnp.int32(0)
+
+  def one(eps_sq):
+    return scan_device(senders, receivers, triangles, order, num_nodes, eps_sq, mu, count_self)
+  results = jax.vmap(one)(eps_squared)
+  scores = jax.vmap(lambda labels: modularity(senders, receivers, labels, num_nodes))(results[0])
+  best = jnp.argmax(scores)
+  return tuple(r[best] for r in results), best
+
+
+def eps_squared_grid(eps) -> tuple[np.ndarray, np.ndarray]:
+  """(eps values, their :func:`eps_squared_floor`) for a number or ``"auto"`` (:data:`EPS_GRID`)."""
+  if isinstance(eps, str):
+    if eps != "auto":
+      raise ValueError(f"eps must be a number in (0, 1] or 'auto', got {eps!r}")
+    values = EPS_GRID
+  else:
+    if not 0 < eps <= 1:
+      raise ValueError(f"eps must be in (0, 1], got {eps}")
+    values = np.array([float(eps)])
+  return values, np.array([eps_squared_floor(e) for e in values], np.float32)
+
+
 def visiting_order(num_nodes: int, seed: int = 0, order: np.ndarray | None = None) -> np.ndarray:
   """``order`` checked to be a permutation, or a seeded shuffle standing in for cdlib's
   ``random.shuffle`` of the visiting sequence."""
@@ -170,18 +229,21 @@ def visiting_order(num_nodes: int, seed: int = 0, order: np.ndarray | None = Non
   return order
 
 
-def scan_result(labels, is_core, is_hub, num_clusters) -> ScanResult:
-  """:func:`scan_device`'s outputs as a numpy :class:`ScanResult`."""
+def scan_result(clusters, best, eps_values) -> ScanResult:
+  """:func:`modularity_scan`'s outputs as a numpy :class:`ScanResult`."""
+  labels, is_core, is_hub, num_clusters = clusters
   return ScanResult(labels=np.asarray(labels), is_core=np.asarray(is_core),
-                    is_hub=np.asarray(is_hub), num_clusters=int(num_clusters))
+                    is_hub=np.asarray(is_hub), num_clusters=int(num_clusters),
+                    eps=float(eps_values[int(best)]))
 
 
-def scan(graph, eps: float = 0.5, mu: int = 3, *, seed: int = 0,
-         order: np.ndarray | None = None) -> ScanResult:
+def scan(graph, eps: float | str = 0.5, mu: int = 3, *, count_self: bool = False,
+         seed: int = 0, order: np.ndarray | None = None) -> ScanResult:
   """Clusters ``graph`` visiting nodes in ``order`` (a permutation of the nodes; default a
-  seeded shuffle, see :func:`visiting_order`)."""
+  seeded shuffle, see :func:`visiting_order`); ``eps="auto"``: see the module docstring."""
   order = visiting_order(graph.num_nodes, seed, order)
+  eps_values, eps_squared = eps_squared_grid(eps)
   senders, receivers = graph.device_edges
   triangles = edge_triangles(senders, receivers, graph.num_nodes, wedge_count(graph))
-  return scan_result(*scan_device(senders, receivers, triangles, order, graph.num_nodes,
-                                  eps_squared_floor(eps), mu))
+  return scan_result(*modularity_scan(senders, receivers, triangles, order, graph.num_nodes,
+                                      eps_squared, mu, count_self), eps_values)

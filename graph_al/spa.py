@@ -40,7 +40,7 @@ import jax
 import numpy as np
 
 from graph_al.pagerank import pagerank
-from graph_al.scan import (ScanResult, eps_squared_floor, edge_triangles, scan_device,
+from graph_al.scan import (ScanResult, eps_squared_grid, edge_triangles, modularity_scan,
                            scan_result, visiting_order, wedge_count)
 
 VARIANTS = ("paper", "public")
@@ -108,21 +108,25 @@ def spa_from_scores(pagerank: np.ndarray, labels: np.ndarray, budget: int,
 
 @functools.partial(jax.jit, static_argnames=("num_nodes", "num_wedges"))
 def _device_part(senders, receivers, order, num_nodes: int, num_wedges: int, eps_squared, mu,
-                 alpha):
+                 count_self, alpha):
   """SCAN and PageRank in one device program: one dispatch, one transfer back."""
   triangles = edge_triangles(senders, receivers, num_nodes, num_wedges)
-  clusters = scan_device(senders, receivers, triangles, order, num_nodes, eps_squared, mu)
+  clusters = modularity_scan(senders, receivers, triangles, order, num_nodes, eps_squared, mu,
+                             count_self)
   scores, _ = pagerank(senders, receivers, num_nodes, alpha)   # as graph_pagerank_async
   return clusters, scores
 
 
-def spa_query(graph, budget: int, *, eps: float = 0.5, mu: int = 3, alpha: float = 0.95,
-              seed: int = 0, variant: str = "paper", head_order: str = "pagerank") -> SpaQuery:
-  """SCAN + PageRank + selection: the whole SPA query."""
+def spa_query(graph, budget: int, *, eps: float | str = 0.5, mu: int = 3,
+              count_self: bool = False, alpha: float = 0.95, seed: int = 0,
+              variant: str = "paper", head_order: str = "pagerank") -> SpaQuery:
+  """SCAN + PageRank + selection: the whole SPA query (SCAN's ``eps``, ``mu`` and
+  ``count_self`` as :func:`graph_al.scan.scan`)."""
   order = visiting_order(graph.num_nodes, seed)
+  eps_values, eps_squared = eps_squared_grid(eps)
   clusters, scores = jax.device_get(_device_part(
-      *graph.device_edges, order, graph.num_nodes, wedge_count(graph), eps_squared_floor(eps),
-      mu, alpha))
-  clusters = scan_result(*clusters)
+      *graph.device_edges, order, graph.num_nodes, wedge_count(graph), eps_squared, mu,
+      count_self, alpha))
+  clusters = scan_result(*clusters, eps_values)
   return SpaQuery(spa_from_scores(scores, clusters.labels, budget, variant, head_order),
                   scores, clusters)

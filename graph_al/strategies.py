@@ -45,9 +45,11 @@ STRATEGIES = ("spa", "spa_public", "random", "degree", "pagerank", "age", "featp
 
 @dataclasses.dataclass(frozen=True)
 class QueryConfig:
-  """SPA's defaults are the paper's (eps 0.5, mu 3) and the public code's (alpha 0.95)."""
-  eps: float = 0.5
+  """SPA's defaults are the paper's (eps 0.5, mu 3) and the public code's (alpha 0.95);
+  ``eps="auto"`` and ``count_self``: see :mod:`graph_al.scan`."""
+  eps: float | str = 0.5
   mu: int = 3
+  count_self: bool = False
   alpha: float = 0.95
   spa_variant: str = "paper"
   spa_head_order: str = "pagerank"
@@ -64,8 +66,10 @@ class QueryConfig:
     if self.spa_head_order not in HEAD_ORDERS:
       raise ValueError(f"spa_head_order must be one of {HEAD_ORDERS}, "
                        f"got {self.spa_head_order!r}")
-    if not 0 < self.eps <= 1 or self.mu < 1:
-      raise ValueError(f"need 0 < eps <= 1 and mu >= 1, got eps={self.eps}, mu={self.mu}")
+    if not (self.eps == "auto" or isinstance(self.eps, (int, float)) and 0 < self.eps <= 1) \
+        or self.mu < 1:
+      raise ValueError(f"need 0 < eps <= 1 or eps='auto', and mu >= 1, got eps={self.eps!r}, "
+                       f"mu={self.mu}")
     if not 0 < self.alpha < 1:
       raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
 
@@ -211,7 +215,8 @@ def select_nodes(strategy: str, graph, budget: int, seeds: Sequence[int],
   seeds = list(seeds)
   if strategy in ("spa", "spa_public"):
     variant = "public" if strategy == "spa_public" else config.spa_variant
-    return np.stack([spa_query(graph, budget, eps=config.eps, mu=config.mu, alpha=config.alpha,
+    return np.stack([spa_query(graph, budget, eps=config.eps, mu=config.mu,
+                               count_self=config.count_self, alpha=config.alpha,
                                seed=s, variant=variant,
                                head_order=config.spa_head_order).selected for s in seeds])
   if strategy == "random":

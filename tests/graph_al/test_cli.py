@@ -19,6 +19,12 @@ def test_select_writes_report_on_embedded_karate(tmp_path, capsys):
                    "--spa-head-order", "size", "--json", str(out)]) == 0
   expected = spa_query(karate_graph(), 2, head_order="size").selected
   assert json.loads(out.read_text())["metrics"]["selected"] == expected.tolist()
+  assert cli.main(["graph", "select", "--data", "karate", "--strategy", "spa", "--budget", "4",
+                   "--eps", "auto", "--count-self", "--json", str(out)]) == 0
+  report = json.loads(out.read_text())
+  assert report["config"]["query"]["eps"] == "auto" and report["config"]["query"]["count_self"]
+  expected = spa_query(karate_graph(), 4, eps="auto", count_self=True).selected
+  assert report["metrics"]["selected"] == expected.tolist()
 
 
 def test_run_writes_table_and_plot(tmp_path, capsys):
@@ -42,3 +48,5 @@ def test_bad_input_gives_exit_code_2(capsys):
   assert "unknown strategies" in capsys.readouterr().err
   assert cli.main(["graph", "select", "--data", "karate", "--budget", "50"]) == 2
   assert "budget" in capsys.readouterr().err
+  assert cli.main(["graph", "select", "--data", "karate", "--eps", "1.5"]) == 2
+  assert "eps" in capsys.readouterr().err

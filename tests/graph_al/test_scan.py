@@ -5,7 +5,7 @@ import pytest
 from graph_al.datasets import karate_graph
 from graph_al.reference import scan_networkx, structural_similarity_networkx
 from graph_al.graph import make_graph
-from graph_al.scan import eps_squared_floor, scan, structural_similarity
+from graph_al.scan import EPS_GRID, eps_squared_floor, scan, structural_similarity
 
 
 def _disjoint_union(graphs):
@@ -46,16 +46,56 @@ def test_structural_similarity_matches_set_formula(union_graph):
   np.testing.assert_allclose(structural_similarity(graph), expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("eps,mu", [(0.5, 3), (0.4, 2), (0.7, 2), (0.7, 1), (0.3, 4)])
-def test_scan_equals_sequential_bruteforce_for_each_visiting_order(union_graph, eps, mu):
+@pytest.mark.parametrize("eps,mu,count_self", [(0.5, 3, False), (0.4, 2, False),
+                                               (0.7, 2, False), (0.7, 1, False),
+                                               (0.3, 4, False), (0.5, 3, True), (0.7, 2, True),
+                                               (0.3, 4, True)])
+def test_scan_equals_sequential_bruteforce_for_each_visiting_order(union_graph, eps, mu,
+                                                                   count_self):
   graph = union_graph
   g = graph.to_networkx()
   for seed in range(3):
     order = np.random.default_rng(seed).permutation(graph.num_nodes)
-    result = scan(graph, eps, mu, order=order)
-    expected = scan_networkx(g, eps, mu, order.tolist())
+    result = scan(graph, eps, mu, count_self=count_self, order=order)
+    expected = scan_networkx(g, eps, mu, order.tolist(), count_self=count_self)
     np.testing.assert_array_equal(result.labels, _labels_from_clusters(expected, graph.num_nodes))
     assert result.num_clusters == len(expected) > 0   # dense enough to grow clusters
+    assert result.eps == eps
+
+
+def test_counting_self_differs_from_cdlib_rule_and_equals_it_with_mu_lowered(union_graph):
+  graph = union_graph
+  g = graph.to_networkx()
+  order = np.random.default_rng(5).permutation(graph.num_nodes).tolist()
+  xu = scan_networkx(g, 0.5, 3, order, count_self=True)
+  assert xu != scan_networkx(g, 0.5, 3, order)
+  assert xu == scan_networkx(g, 0.5, 2, order)
+
+
+def _networkx_modularity(g, clusters):
+  """Modularity with every unclustered node a community of its own, by networkx."""
+  clustered = {v for c in clusters for v in c}
+  return nx.community.modularity(g, [set(c) for c in clusters] +
+                                 [{v} for v in g.nodes if v not in clustered])
+
+
+@pytest.mark.parametrize("count_self", [False, True])
+def test_auto_eps_maximizes_modularity_over_the_grid(union_graph, count_self):
+  graph = union_graph
+  g = graph.to_networkx()
+  order = np.random.default_rng(2).permutation(graph.num_nodes)
+  result = scan(graph, "auto", 3, count_self=count_self, order=order)
+  scores = [_networkx_modularity(g, scan_networkx(g, eps, 3, order.tolist(), count_self))
+            for eps in EPS_GRID]
+  best = int(np.argmax(scores))
+  assert result.eps == EPS_GRID[best]
+  assert 0 < best < EPS_GRID.size - 1   # an interior maximum, not a grid edge
+  expected = scan_networkx(g, EPS_GRID[best], 3, order.tolist(), count_self)
+  np.testing.assert_array_equal(result.labels, _labels_from_clusters(expected, graph.num_nodes))
+  # Another grid value whose modularity is lower by more than float32 rounding is not chosen.
+  assert max(scores) - sorted(set(np.round(scores, 6)))[-2] > 1e-5
+  with pytest.raises(ValueError, match="auto"):
+    scan(graph, "best", 3)
 
 
 def test_cores_hubs_and_outliers_follow_their_definitions(union_graph):
