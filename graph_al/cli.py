@@ -50,6 +50,9 @@ def _add_query_args(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--spa-head-order", choices=("pagerank", "size"), default="pagerank",
                       help="which community heads Algorithm 1 keeps when communities outnumber "
                            "the budget: highest PageRank, or largest community first")
+  parser.add_argument("--spa-singletons", action=argparse.BooleanOptionalAction, default=False,
+                      help="Algorithm 1 counts each SCAN hub and outlier as a community of its "
+                           "own (else they enter only through the global PageRank fill)")
   parser.add_argument("--model", choices=("gcn", "sage"), default="gcn")
   parser.add_argument("--epochs", type=int, default=300)
   parser.add_argument("--dropout", type=float, default=0.0)
@@ -59,7 +62,8 @@ def _configs(args):
   from graph_al.gnn import GNNConfig
   from graph_al.strategies import QueryConfig
   query = QueryConfig(eps=args.eps, mu=args.mu, count_self=args.count_self, alpha=args.alpha,
-                      spa_variant=args.spa_variant, spa_head_order=args.spa_head_order)
+                      spa_variant=args.spa_variant, spa_head_order=args.spa_head_order,
+                      spa_singletons=args.spa_singletons)
   model = GNNConfig(model=args.model, epochs=args.epochs, dropout=args.dropout)
   return query, model
 

@@ -22,6 +22,11 @@ CiteSeer 42.9 / 56.6 / 60.4 / 64.3. Only ``"pagerank"`` stays within 3 points of
 CiteSeer figures (46.3 / 57.1 / 60.8 at 20 / 40 / 80); neither beats Degree/PageRank (43.8 /
 57.2) on Cora at b = 10 / 20 (README, graph_al section, for two more rules).
 
+``singletons=True`` reads SCAN's hubs and outliers as communities of one node each (SCAN
+leaves them out of every cluster; Algorithm 1 only says "each community"), so each is its own
+head and competes with the cluster heads by PageRank; by default they enter only through the
+global fill.
+
 ``variant="public"`` reproduces the selection of the public notebook
 (rickymaulanafajri/SPA, ``SCANPageRankOptimized.query``): communities in cdlib's order
 (largest first, ties in SCAN's discovery order) each give their top ``max(1, remaining // k)``
@@ -54,10 +59,12 @@ class SpaQuery(NamedTuple):
 
 
 def spa_from_scores(pagerank: np.ndarray, labels: np.ndarray, budget: int,
-                    variant: str = "paper", head_order: str = "pagerank") -> np.ndarray:
+                    variant: str = "paper", head_order: str = "pagerank",
+                    singletons: bool = False) -> np.ndarray:
   """Selects ``budget`` distinct nodes from PageRank scores and community labels (-1: none,
   else ids in SCAN's discovery order); ``head_order`` (paper variant only) ranks the
-  community heads when they outnumber the budget, see the module docstring."""
+  community heads when they outnumber the budget; ``singletons`` makes every node labelled
+  -1 a community of its own, numbered after the others in node order (module docstring)."""
   n = pagerank.shape[0]
   if not 0 < budget <= n:
     raise ValueError(f"budget must be in [1, {n}], got {budget}")
@@ -65,6 +72,10 @@ def spa_from_scores(pagerank: np.ndarray, labels: np.ndarray, budget: int,
     raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
   if head_order not in HEAD_ORDERS:
     raise ValueError(f"head_order must be one of {HEAD_ORDERS}, got {head_order!r}")
+  if singletons:
+    unlabelled = labels < 0
+    labels = labels.copy()
+    labels[unlabelled] = labels.max(initial=-1) + 1 + np.arange(np.count_nonzero(unlabelled))
   # Global ranking: descending PageRank, ties by node id (a stable sort).
   by_rank = np.argsort(-pagerank, kind="stable")
   num_communities = int(labels.max(initial=-1)) + 1
@@ -119,7 +130,8 @@ def _device_part(senders, receivers, order, num_nodes: int, num_wedges: int, eps
 
 def spa_query(graph, budget: int, *, eps: float | str = 0.5, mu: int = 3,
               count_self: bool = False, alpha: float = 0.95, seed: int = 0,
-              variant: str = "paper", head_order: str = "pagerank") -> SpaQuery:
+              variant: str = "paper", head_order: str = "pagerank",
+              singletons: bool = False) -> SpaQuery:
   """SCAN + PageRank + selection: the whole SPA query (SCAN's ``eps``, ``mu`` and
   ``count_self`` as :func:`graph_al.scan.scan`)."""
   order = visiting_order(graph.num_nodes, seed)
@@ -128,5 +140,5 @@ def spa_query(graph, budget: int, *, eps: float | str = 0.5, mu: int = 3,
       *graph.device_edges, order, graph.num_nodes, wedge_count(graph), eps_squared, mu,
       count_self, alpha))
   clusters = scan_result(*clusters, eps_values)
-  return SpaQuery(spa_from_scores(scores, clusters.labels, budget, variant, head_order),
-                  scores, clusters)
+  return SpaQuery(spa_from_scores(scores, clusters.labels, budget, variant, head_order,
+                                  singletons), scores, clusters)

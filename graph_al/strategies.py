@@ -1,6 +1,7 @@
 """SPA and the paper's baselines (arXiv 2312.04307, Sec. 4): one-shot queries of ``b`` nodes.
 
-- ``spa``: :mod:`graph_al.spa` (``QueryConfig.spa_variant``, ``spa_head_order``);
+- ``spa``: :mod:`graph_al.spa` (``QueryConfig.spa_variant``, ``spa_head_order``,
+  ``spa_singletons``);
   ``spa_public``: SPA with the public notebook's selection rule, whatever ``spa_variant`` says.
 - ``random``: uniform without replacement.  ``degree`` / ``pagerank``: the top-``b`` nodes.
 - ``featprop`` (Wu et al. 2019): k-means with ``b`` centres on propagated features
@@ -53,6 +54,7 @@ class QueryConfig:
   alpha: float = 0.95
   spa_variant: str = "paper"
   spa_head_order: str = "pagerank"
+  spa_singletons: bool = False
   propagation_hops: int = 2
   kmeans_dims: int | None = 64
   kmeans_iterations: int = 30
@@ -218,7 +220,8 @@ def select_nodes(strategy: str, graph, budget: int, seeds: Sequence[int],
     return np.stack([spa_query(graph, budget, eps=config.eps, mu=config.mu,
                                count_self=config.count_self, alpha=config.alpha,
                                seed=s, variant=variant,
-                               head_order=config.spa_head_order).selected for s in seeds])
+                               head_order=config.spa_head_order,
+                               singletons=config.spa_singletons).selected for s in seeds])
   if strategy == "random":
     return _random_initial(n, budget, seeds)
   if strategy in ("degree", "pagerank"):

@@ -32,8 +32,10 @@ def test_selection_is_exactly_budget_distinct_nodes(n, k, data):
   pagerank = rng.random(n)
   labels = rng.integers(-1, k, n) if k else np.full(n, -1)
   budget = data.draw(st.integers(1, n))
-  for variant, head_order in (("paper", "pagerank"), ("paper", "size"), ("public", "pagerank")):
-    chosen = spa_from_scores(pagerank, labels, budget, variant, head_order)
+  for variant, head_order, singletons in (("paper", "pagerank", False), ("paper", "size", False),
+                                          ("public", "pagerank", False),
+                                          ("paper", "pagerank", True), ("paper", "size", True)):
+    chosen = spa_from_scores(pagerank, labels, budget, variant, head_order, singletons)
     assert chosen.shape == (budget,) and np.unique(chosen).size == budget
     assert chosen.min() >= 0 and chosen.max() < n
 
@@ -64,9 +66,13 @@ def test_paper_variant_matches_algorithm_1_written_as_loops(n, k, data):
   def key(v):
     return (-pagerank[v], v)
   heads = [min(np.flatnonzero(labels == c).tolist(), key=key) for c in set(labels.tolist()) - {-1}]
-  expected = sorted(heads, key=key)[:budget]
-  expected += [v for v in sorted(range(n), key=key) if v not in expected][:budget - len(expected)]
-  np.testing.assert_array_equal(spa_from_scores(pagerank, labels, budget), expected)
+  for singletons in (False, True):
+    # Hubs and outliers as one-node communities: each is a head of its own.
+    candidates = heads + (np.flatnonzero(labels < 0).tolist() if singletons else [])
+    expected = sorted(candidates, key=key)[:budget]
+    expected += [v for v in sorted(range(n), key=key) if v not in expected][:budget - len(expected)]
+    np.testing.assert_array_equal(spa_from_scores(pagerank, labels, budget,
+                                                  singletons=singletons), expected)
 
 
 @settings(max_examples=60, deadline=None)
@@ -97,6 +103,10 @@ def test_size_head_order_on_a_hand_worked_example():
                                 [2, 0, 8, 5, 7])
   # The default keeps the heads of highest PageRank instead.
   np.testing.assert_array_equal(spa_from_scores(pagerank, labels, 2), [0, 2])
+  # With hubs and outliers as communities of their own, 5 (0.8) is a head and beats 2 (0.5).
+  np.testing.assert_array_equal(spa_from_scores(pagerank, labels, 3, singletons=True), [0, 5, 7])
+  np.testing.assert_array_equal(spa_from_scores(pagerank, labels, 5, head_order="size",
+                                                singletons=True), [2, 0, 8, 5, 7])
 
 
 def test_paper_variant_takes_each_community_head_then_global_pagerank():
