@@ -7,9 +7,9 @@ once: each neighbour of an edge's lower-degree end is looked up in the other end
 bitset (``sum_(u,v) min(d_u, d_v)`` lookups: 32.5k on CiteSeer, where AND-ing whole bitset rows
 took 947k word operations). Adjacent ``v`` with ``sigma >= eps`` are ``u``'s eps-neighbours;
 ``u`` is a core when it has at least ``mu`` of them. ``count_self`` says whether ``u`` counts
-among its own: Xu et al. (Definitions 2-3) take the eps-neighbourhood within the closed
-neighbourhood, ``N_eps(u) = {w in N[u] : sigma(u, w) >= eps}``, which holds ``u`` itself
-(``sigma(u, u) = 1``); cdlib's ``scan``, which the SPA code calls, looks only at adjacent nodes.
+among its own: Xu et al. (Sec. 3) take the eps-neighbourhood within the vertex structure
+(the closed neighbourhood), ``N_eps(u) = {w in N[u] : sigma(u, w) >= eps}``, which holds
+``u`` itself (``sigma(u, u) = 1``); cdlib's ``scan``, which the SPA code calls, looks only at adjacent nodes.
 Counting ``u`` is the same as lowering ``mu`` by one in cdlib's rule. Clusters are the connected
 components of the core-to-core eps-graph; a non-core eps-neighbour of cores (a border node)
 joins the cluster that a sequential SCAN visiting nodes in ``order`` would build first, i.e.
@@ -22,9 +22,11 @@ dispatch and transfer.
 
 ``eps="auto"`` (:func:`modularity_scan`): the eps of :data:`EPS_GRID` whose clustering has
 the highest Newman-Girvan modularity (Newman & Girvan 2004, Phys. Rev. E 69, 026113, Eq. 5),
-every hub and outlier counted as a community of its own. Modularity is the yardstick Xu et
-al. (Sec. 5) score SCAN with, and AHSCAN (Yuruk, Mete, Xu & Schweiger 2009) picks eps from a
-range by the same criterion; it needs no labels. All grid values run as one ``vmap``.
+every hub and outlier counted as a community of its own. Modularity is one of the measures
+Xu et al. score SCAN's clusterings with, and their AHSCAN (Yuruk, Mete, Xu & Schweiger, ASONAM
+2009) picks the eps of the dendrogram cut with the highest modularity; it needs no labels.
+All grid values run as one ``vmap``. Modularity cannot choose ``mu``: on Cora and CiteSeer it
+only grows as ``mu`` falls (README, graph_al section).
 """
 
 from __future__ import annotations
