@@ -20,7 +20,8 @@ Measured (GCN, 10 seeds, macro-F1 at b = 10 / 20 / 40 / 80): ``"pagerank"`` Cora
 73.3 / 80.9, CiteSeer 47.5 / 48.8 / 55.1 / 62.6; ``"size"`` Cora 33.2 / 48.8 / 59.8 / 70.8,
 CiteSeer 42.9 / 56.6 / 60.4 / 64.3. Only ``"pagerank"`` stays within 3 points of the paper's
 CiteSeer figures (46.3 / 57.1 / 60.8 at 20 / 40 / 80); neither beats Degree/PageRank (43.8 /
-57.2) on Cora at b = 10 / 20 (README, graph_al section, for two more rules).
+57.2) on Cora at b = 10 / 20 (README, graph_al section, for two more rules and for the SCAN
+variants and ``singletons``).
 
 ``singletons=True`` reads SCAN's hubs and outliers as communities of one node each (SCAN
 leaves them out of every cluster; Algorithm 1 only says "each community"), so each is its own
