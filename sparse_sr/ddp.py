@@ -17,9 +17,14 @@ Two pipeline components for :class:`sparse_sr.data.loader.BatchIterator`:
 - :class:`TimeDrop` (Sec. 3.2, time-wise): drops a fraction of each utterance's feature frames,
   as isolated ``point`` frames or contiguous ``chunk`` s, and re-packs the batch to a shorter
   padded length so the compiled step really costs less. Features are computed inside the model
-  from waveforms, so a frame is dropped as its 10 ms hop of samples; the log-mel of the re-packed
-  waveform has the stated fraction fewer frames. ``crossfade`` blends each splice
-  (:func:`splice_out`) so that it is not a click. Transcripts are unchanged, so an utterance
+  from waveforms. With ``domain="waveform"`` (the default) a frame is dropped as its 10 ms hop
+  of samples; the log-mel of the re-packed waveform has the stated fraction fewer frames.
+  ``crossfade`` blends each splice (:func:`splice_out`) so that it is not a click. With
+  ``domain="features"`` (the paper's setting, where frames are dropped from the features) the
+  waveform stays whole and the batch gets the indices of the kept feature frames
+  (``frame_index``, ``frame_len``): the model computes the log-mels of the whole waveform and
+  gathers those frames before normalization, so there is no splice and the encoder runs on
+  the shorter sequence. Transcripts are unchanged, so an utterance
   keeps at least ``min_frames_per_token`` frames per token (CTC needs one encoder frame per
   token after the 4x subsampling; short digit words would otherwise become untrainable).
 - Annealing (an addition, not in DDP-ASR): InfoBatch (Qin et al. 2024, arXiv:2303.04947,
@@ -41,6 +46,7 @@ from sparse_sr.data.loader import ShuffleSampler
 
 STRATEGIES = ("none", "random", "easy", "hard", "easy2hard")
 TIME_DROPS = ("point", "chunk")
+DROP_DOMAINS = ("waveform", "features")
 
 
 class DataPruningSampler:
@@ -271,12 +277,17 @@ def splice_out(signal: np.ndarray, dropped: np.ndarray, hop: int, crossfade: int
 @dataclasses.dataclass(frozen=True)
 class TimeDrop:
   """``transform(batch, rng)`` for :class:`BatchIterator`: drops ``round(fraction * frames)``
-  whole hops of every utterance (fewer where that would leave under ``min_frames_per_token``
-  frames per token) and re-packs audio to a shorter width.
+  frames of every utterance (fewer where that would leave under ``min_frames_per_token``
+  frames per token) and re-packs the batch to a shorter width.
 
-  The new width depends only on the old one (``(1 - fraction) * width`` plus two hops of slack,
-  rounded up to ``multiple``; the old width when a capped utterance does not fit), so each
-  length bucket compiles once more, not once per batch.
+  ``domain="waveform"``: whole hops are cut out of the audio, re-packed to a shorter width
+  (``(1 - fraction) * width`` plus two hops of slack, rounded up to ``multiple``).
+  ``domain="features"``: of the ``1 + (length - n_fft) // hop`` feature frames
+  (:meth:`sparse_sr.features.FeatureConfig.num_frames`), the kept ones' indices, in order,
+  go into ``frame_index (batch, packed_frames)`` (padding 0) and their count into
+  ``frame_len``; the audio is unchanged. Either new width depends only on the old one (the
+  old width when a capped utterance does not fit), so each length bucket compiles once more,
+  not once per batch.
   """
   mode: str = "chunk"
   fraction: float = 0.3
@@ -285,6 +296,9 @@ class TimeDrop:
   multiple: int = 640           # one video frame, the loader's alignment unit
   min_frames_per_token: int = 6
   crossfade: int = 0            # samples blended across each splice (see splice_out)
+  domain: str = "waveform"      # DROP_DOMAINS: cut audio hops, or gather feature frames
+  n_fft: int = 512              # samples per analysis frame (FeatureConfig.n_fft)
+  frame_multiple: int = 4       # packed feature frames: whole encoder frames (4x subsampling)
 
   def __post_init__(self):
     if self.mode not in TIME_DROPS:
@@ -295,28 +309,46 @@ class TimeDrop:
       raise ValueError(f"chunk_frames must be >= 1, got {self.chunk_frames}")
     if not 0 <= self.crossfade <= self.hop:
       raise ValueError(f"crossfade must be in [0, hop={self.hop}] samples, got {self.crossfade}")
+    if self.domain not in DROP_DOMAINS:
+      raise ValueError(f"time-drop domain must be one of {DROP_DOMAINS}, got {self.domain!r}")
+    if self.domain == "features" and self.crossfade:
+      raise ValueError("crossfade blends waveform splices; feature-domain drop has none")
 
   def packed_width(self, width: int) -> int:
     return min(width, _round_up(math.ceil((1 - self.fraction) * width) + 2 * self.hop,
                                 self.multiple))
 
+  def packed_frames(self, frames: int) -> int:
+    """Width of ``frame_index`` for a bucket of ``frames`` feature frames: the most any
+    uncapped utterance keeps (``n - round(fraction * n)`` grows with ``n``), rounded up."""
+    return min(frames, _round_up(frames - round(self.fraction * frames), self.frame_multiple))
+
+  def num_frames(self, length: int) -> int:
+    """Frames of an utterance of ``length`` samples in this transform's domain."""
+    if self.domain == "waveform":
+      return length // self.hop
+    return max(0, 1 + (length - self.n_fft) // self.hop)
+
   def num_dropped(self, length: int, tokens: int) -> int:
-    frames = length // self.hop
+    frames = self.num_frames(length)
     return max(0, min(round(self.fraction * frames),
                       frames - self.min_frames_per_token * tokens))
+
+  def _dropped(self, rng: np.random.Generator, length: int, tokens: int) -> np.ndarray:
+    return dropped_frames(rng, self.num_frames(length), self.num_dropped(length, tokens),
+                          self.mode, self.chunk_frames)
 
   def __call__(self, batch: dict[str, np.ndarray], rng: np.random.Generator
                ) -> dict[str, np.ndarray]:
     if "video" in batch:
       raise ValueError("time-drop re-packs audio only; the video stream would lose alignment")
+    if self.domain == "features":
+      return self._gather_frames(batch, rng)
     audio, lengths = batch["audio"], batch["audio_len"]
     kept_audio = []
     for i, length in enumerate(lengths):
-      length = int(length)
-      drop = dropped_frames(rng, length // self.hop,
-                            self.num_dropped(length, int(batch["token_len"][i])), self.mode,
-                            self.chunk_frames)
-      kept_audio.append(splice_out(audio[i, :length], drop, self.hop, self.crossfade))
+      drop = self._dropped(rng, int(length), int(batch["token_len"][i]))
+      kept_audio.append(splice_out(audio[i, :int(length)], drop, self.hop, self.crossfade))
     new_lengths = np.asarray([len(a) for a in kept_audio], lengths.dtype)
     width = self.packed_width(audio.shape[1])
     if new_lengths.max() > width:  # a capped utterance: keep the bucket's width
@@ -325,6 +357,25 @@ class TimeDrop:
     for i, kept in enumerate(kept_audio):
       packed[i, :len(kept)] = kept
     return {**batch, "audio": packed, "audio_len": new_lengths}
+
+  def _gather_frames(self, batch: dict[str, np.ndarray], rng: np.random.Generator
+                     ) -> dict[str, np.ndarray]:
+    """The feature-domain drop: the kept frames' indices, the audio as it is."""
+    lengths = batch["audio_len"]
+    kept_frames = []
+    for i, length in enumerate(lengths):
+      keep = np.ones(self.num_frames(int(length)), bool)
+      keep[self._dropped(rng, int(length), int(batch["token_len"][i]))] = False
+      kept_frames.append(np.flatnonzero(keep))
+    frame_len = np.asarray([len(k) for k in kept_frames], np.int32)
+    frames = self.num_frames(batch["audio"].shape[1])
+    width = self.packed_frames(frames)
+    if frame_len.max(initial=0) > width:  # a capped utterance: keep the bucket's frames
+      width = frames
+    frame_index = np.zeros((len(lengths), width), np.int32)
+    for i, kept in enumerate(kept_frames):
+      frame_index[i, :len(kept)] = kept
+    return {**batch, "frame_index": frame_index, "frame_len": frame_len}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -122,13 +122,19 @@ class SpeechRecognizer(nnx.Module):
     self.ctc_head = nnx.Linear(d, config.vocab_size, rngs=rngs)
     self.decoder = TransformerDecoder(config.vocab_size, d, config.decoder, rngs=rngs)
 
-  def encode_audio(self, audio, audio_len, rngs=None, warp=None, cmvn=None):
+  def encode_audio(self, audio, audio_len, rngs=None, warp=None, cmvn=None,
+                   frame_index=None, frame_len=None):
     """``warp (batch,)``: fixed frequency warp factors (test-time VTLN, see
     :func:`sparse_sr.features.warp_frequencies`); ``cmvn``: ``(mean, std)``, each
     ``(batch, n_mels)``, normalize log-mels by these (speaker-level) statistics instead of
-    each utterance's own."""
+    each utterance's own; ``frame_index (batch, frames)`` and ``frame_len (batch,)``: keep
+    only these feature frames (feature-domain time-drop, :class:`sparse_sr.ddp.TimeDrop`),
+    gathered before anything that looks across frames, so the encoder's input is shorter."""
     power = power_spectrogram(audio, self.config.features)
     lengths = feature_lengths(audio_len, self.config.features)
+    if frame_index is not None:
+      power = jnp.take_along_axis(power, frame_index[..., None], axis=1)
+      lengths = frame_len
     if warp is not None:
       power = warp_frequencies(power, warp, self.config.features)
     if rngs is not None and self.config.vtlp_warp:
@@ -151,7 +157,7 @@ class SpeechRecognizer(nnx.Module):
     train = rngs is not None
     if self.config.modality == "audio":
       return self.encode_audio(batch["audio"], batch["audio_len"], rngs, batch.get("warp"),
-                               _cmvn(batch))
+                               _cmvn(batch), batch.get("frame_index"), batch.get("frame_len"))
     x, valid = self.visual(batch["video"], batch["video_len"], train)
     video_out = self.video_encoder(x, valid, rngs)
     if self.config.modality == "video":

@@ -354,3 +354,150 @@ def test_pruned_msrs_training_resumes_bit_exactly(tmp_path, reselect_every):
   assert int(straight["opt_state"].stability.stable_step) == 5
   assert int(straight["opt_state"].phase) == 1
   assert straight["history"][-1] == resumed["history"][-1]
+
+
+def speech_batch(lengths, width, token_len, seed=0):
+  """A padded batch of noise waveforms with ``token_len`` tokens each (ids 1..)."""
+  rng = np.random.default_rng(seed)
+  audio = np.zeros((len(lengths), width), np.float32)
+  for i, n in enumerate(lengths):
+    audio[i, :n] = 0.1 * rng.standard_normal(n)
+  tokens = np.zeros((len(lengths), max(8, max(token_len))), np.int32)
+  for i, n in enumerate(token_len):
+    tokens[i, :n] = 1 + np.arange(n)
+  return {"audio": audio, "audio_len": np.asarray(lengths, np.int32), "tokens": tokens,
+          "token_len": np.asarray(token_len, np.int32), "valid": np.ones(len(lengths), bool)}
+
+
+@pytest.mark.parametrize("mode,fraction", [("point", 0.3), ("chunk", 0.3), ("point", 0.2)])
+def test_feature_time_drop_keeps_the_stated_fraction_of_frames(mode, fraction):
+  config = FeatureConfig()
+  lengths, width = [16000, 12345, 8000, 3210], 16000
+  batch = speech_batch(lengths, width, [1, 1, 1, 1])
+  drop = TimeDrop(mode, fraction, domain="features")
+  out = drop(batch, np.random.default_rng(0))
+  np.testing.assert_array_equal(out["audio"], batch["audio"])   # the waveform stays whole
+  np.testing.assert_array_equal(out["audio_len"], batch["audio_len"])
+  frames = config.num_frames(width)
+  assert out["frame_index"].shape == (4, drop.packed_frames(frames))
+  assert out["frame_index"].shape[1] % 4 == 0 and out["frame_index"].shape[1] < frames
+  for i, n in enumerate(lengths):
+    total = config.num_frames(n)
+    kept = out["frame_index"][i, :out["frame_len"][i]]
+    assert out["frame_len"][i] == total - round(fraction * total)
+    assert np.all(np.diff(kept) > 0) and kept[0] >= 0 and kept[-1] < total  # in order
+    assert np.all(out["frame_index"][i, out["frame_len"][i]:] == 0)
+    if mode == "chunk":  # the dropped frames are runs of 10 (the last one possibly shorter)
+      gone = np.setdiff1d(np.arange(total), kept)
+      runs = np.split(gone, np.flatnonzero(np.diff(gone) != 1) + 1)
+      assert sum(len(r) % 10 != 0 for r in runs) <= 1
+  # a long transcript caps the drop: at least 6 frames per token stay
+  capped = drop({**batch, "token_len": np.asarray([1, 1, 7, 3], np.int32)},
+                np.random.default_rng(0))
+  assert capped["frame_len"][2] == 6 * 7 > out["frame_len"][2]   # 47 frames, 42 must stay
+  assert capped["frame_len"][3] == config.num_frames(3210) == 17  # under 18: none dropped
+  with pytest.raises(ValueError, match="crossfade"):
+    TimeDrop("point", 0.3, crossfade=40, domain="features")
+  with pytest.raises(ValueError, match="domain"):
+    TimeDrop("point", 0.3, domain="spectrum")
+
+
+def test_feature_time_drop_caps_fall_back_to_the_bucket_width():
+  drop = TimeDrop("point", 0.3, domain="features")
+  batch = speech_batch([16000, 16000], 16000, [1, 16])  # 97 frames, 6 * 16 = 96 must stay
+  out = drop(batch, np.random.default_rng(0))
+  assert out["frame_len"].tolist() == [97 - 29, 96]
+  assert out["frame_index"].shape[1] == 97
+
+
+def nano_model(**overrides):
+  from flax import nnx
+  from sparse_sr.model import SpeechRecognizer
+  config = ModelConfig(vocab_size=CharTokenizer().vocab_size, spec_augment=None, **NANO,
+                       **overrides)
+  return SpeechRecognizer(config, rngs=nnx.Rngs(0))
+
+
+def test_model_gathers_the_log_mels_of_the_kept_frames(monkeypatch):
+  """The features the model normalizes are the whole waveform's log-mels at exactly the kept
+  frames (reference: numpy indexing of ``log_mel`` of each unpadded utterance), normalized
+  over the kept frames only; the encoder's sequence is the packed one."""
+  import jax
+  from sparse_sr import model as model_module
+  from sparse_sr.features import log_mel, normalize
+  lengths = [16000, 9000, 4000]
+  batch = speech_batch(lengths, 16000, [1, 2, 1])
+  out = TimeDrop("chunk", 0.3, domain="features")(batch, np.random.default_rng(1))
+  seen = {}
+
+  def recording_normalize(features, lengths):
+    seen["features"], seen["lengths"] = features, lengths
+    seen["normalized"] = normalize(features, lengths)
+    return seen["normalized"]
+  monkeypatch.setattr(model_module, "normalize", recording_normalize)
+  model = nano_model()
+  memory, valid = model.encode(out)
+  np.testing.assert_array_equal(seen["lengths"], out["frame_len"])
+  for i, n in enumerate(lengths):
+    kept = out["frame_index"][i, :out["frame_len"][i]]
+    reference = np.asarray(log_mel(batch["audio"][i, :n]))[kept]
+    got = np.asarray(seen["features"][i, :len(kept)])
+    np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4)
+    normalized = np.asarray(seen["normalized"][i])
+    np.testing.assert_allclose(normalized[:len(kept)].mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(normalized[:len(kept)].std(0), 1.0, atol=1e-2)
+    assert np.all(normalized[len(kept):] == 0)
+  # the encoder sees ceil(ceil(packed / 2) / 2) frames instead of the whole utterance's
+  packed, whole = out["frame_index"].shape[1], FeatureConfig().num_frames(16000)
+  assert memory.shape[1] == -(-(-(-packed // 2)) // 2) < -(-(-(-whole // 2)) // 2)
+  np.testing.assert_array_equal(np.asarray(valid).sum(1), -(-(-(-out["frame_len"] // 2)) // 2))
+  full_shape = jax.eval_shape(lambda b: model.encode(b)[0], batch).shape
+  assert memory.shape[1] < full_shape[1]
+
+
+def test_feature_time_drop_loss_is_padding_invariant():
+  """The same utterances and kept frames in a wider bucket (more audio padding, more
+  ``frame_index`` padding) give the same per-utterance losses."""
+  from sparse_sr.losses import hybrid_loss
+  lengths = [9000, 6000, 4000]
+  batch = speech_batch(lengths, 9600, [1, 2, 1])
+  out = TimeDrop("point", 0.3, domain="features")(batch, np.random.default_rng(2))
+  wide = {**out, "audio": np.pad(out["audio"], ((0, 0), (0, 6400))),
+          "frame_index": np.pad(out["frame_index"], ((0, 0), (0, 12)))}
+  import jax
+  from flax import nnx
+  graphdef, state = nnx.split(nano_model())
+  losses = jax.jit(lambda b: hybrid_loss(nnx.merge(graphdef, state), b)[1]["losses"])
+  np.testing.assert_allclose(losses(wide), losses(out), rtol=2e-5)
+  # and they differ from the undropped batch's: the drop is not a no-op
+  assert np.all(np.abs(np.asarray(losses(batch) - losses(out))) > 1e-4)
+
+
+def test_feature_time_drop_train_step_compiles_a_shorter_sequence():
+  """The jitted training step on a feature-dropped batch runs the conformer on the packed
+  length: its jaxpr's attention scores are (packed / 4)-long, not (frames / 4)-long."""
+  import jax
+  from flax import nnx
+  from sparse_sr.train import make_train_step
+  model = nano_model()
+  graphdef, params, other = nnx.split(model, nnx.Param, ...)
+  config = TrainConfig(steps=2, batch_size=2, warmup_steps=1)
+  optimizer = make_optimizer(config)
+  step = make_train_step(graphdef, optimizer, config)
+  batch = speech_batch([16000, 12000], 16000, [1, 1])
+  dropped = TimeDrop("point", 0.3, domain="features")(batch, np.random.default_rng(0))
+
+  def encoder_lengths(b):
+    shapes = jax.eval_shape(step, params, other, optimizer.init(params),
+                            jax.random.key(0), b)
+    text = str(jax.make_jaxpr(step)(params, other, optimizer.init(params),
+                                    jax.random.key(0), b))
+    return shapes, text
+  whole = -(-(-(-FeatureConfig().num_frames(16000) // 2)) // 2)
+  packed = -(-(-(-dropped["frame_index"].shape[1] // 2)) // 2)
+  assert packed < whole
+  _, dropped_text = encoder_lengths(dropped)
+  _, whole_text = encoder_lengths(batch)
+  # attention logits (batch, heads, T, T): T = encoder frames
+  assert f"2,2,{packed},{packed}]" in dropped_text and f"2,{whole},{whole}]" not in dropped_text
+  assert f"2,2,{whole},{whole}]" in whole_text
