@@ -74,6 +74,7 @@ class Variant:
   drop: float = DROP         # fraction of frames time-dropped
   chunk_frames: int = 10     # 10 ms frames per chunk (100 ms)
   crossfade: int = 0         # samples blended across each splice (sparse_sr.ddp.splice_out)
+  domain: str = "waveform"   # sparse_sr.ddp.DROP_DOMAINS: cut audio hops or gather features
 
   @property
   def baseline(self) -> str:
@@ -103,7 +104,12 @@ ALL_VARIANTS = {v.label: v for v in (
     *_pair("+pointxf0.1", time_drop="point", drop=0.1, crossfade=CROSSFADE),
     *_pair("+pointxf0.2+anneal", time_drop="point", drop=0.2, crossfade=CROSSFADE,
            anneal_epochs=1),
-    *_pair("+chunkxf", time_drop="chunk", crossfade=CROSSFADE))}
+    *_pair("+chunkxf", time_drop="chunk", crossfade=CROSSFADE),
+    # feature domain: the kept log-mel frames of the whole waveform, no splice
+    *_pair("+fpoint", time_drop="point", domain="features"),
+    *_pair("+fpoint0.2", time_drop="point", drop=0.2, domain="features"),
+    *_pair("+fchunk", time_drop="chunk", domain="features"),
+    *_pair("+fchunk0.2", time_drop="chunk", drop=0.2, domain="features"))}
 QUICK_VARIANTS = ("full", "random+point", "easy2hard+point")
 VARIANTS = ("full", "random", "easy2hard", "random+point", "easy2hard+point", "random+chunk",
             "easy2hard+chunk", "random+chunk+anneal", "easy2hard+chunk+anneal")
@@ -170,7 +176,7 @@ def run_variant(variant: Variant, train_set, test_set, *, model: str, epochs: in
   sampler = make_sampler(variant.prune, n, KEEP, seed=seed, total_epochs=epochs, **extra)
   transform = None if variant.time_drop == "none" else TimeDrop(
       variant.time_drop, variant.drop, chunk_frames=variant.chunk_frames,
-      crossfade=variant.crossfade)
+      crossfade=variant.crossfade, domain=variant.domain)
   if transform is not None and variant.anneal_epochs:
     transform = OutsideAnnealing(transform, sampler)
   model_config = small_data_model(model, train_set.tokenizer.vocab_size, "audio")
