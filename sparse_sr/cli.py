@@ -131,7 +131,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_sparse_and_pruning_args(parser: argparse.ArgumentParser) -> None:
   """MSRS and its baselines (arXiv:2406.17614), DDP-ASR data pruning (arXiv:2406.18373)."""
-  from sparse_sr.ddp import STRATEGIES, TIME_DROPS
+  from sparse_sr.ddp import DROP_DOMAINS, STRATEGIES, TIME_DROPS
   from sparse_sr.sparse_methods import METHODS
   parser.add_argument("--sparse", choices=METHODS, default="none",
                       help="sparse training: MSRS, SET, RigL, magnitude pruning at init, or "
@@ -150,6 +150,9 @@ def add_sparse_and_pruning_args(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--time-drop", choices=("none",) + TIME_DROPS, default="none",
                       help="drop feature frames inside utterances as points or chunks")
   parser.add_argument("--drop", type=float, default=0.3, help="fraction of frames dropped")
+  parser.add_argument("--time-drop-domain", choices=DROP_DOMAINS, default="waveform",
+                      help="cut the frames' hops out of the waveform, or gather the kept "
+                      "log-mel frames inside the model (no splice; default waveform)")
   parser.add_argument("--anneal-epochs", type=int, default=0, metavar="N",
                       help="end pruning with N epochs on all utterances, not time-dropped "
                       "(InfoBatch's annealing; default 0)")
@@ -188,12 +191,13 @@ def sparse_and_pruning(args, optimizer, steps: int, num_examples: int, epochs: i
       args.prune, num_examples, args.keep, seed=args.seed, total_epochs=epochs,
       reselect_every=args.reselect_every, batch_size=batch_size, total_steps=steps,
       anneal_epochs=args.anneal_epochs)
-  transform = None if args.time_drop == "none" else TimeDrop(args.time_drop, args.drop)
+  transform = None if args.time_drop == "none" else TimeDrop(
+      args.time_drop, args.drop, domain=args.time_drop_domain)
   if transform is not None and args.anneal_epochs:
     transform = OutsideAnnealing(transform, sampler)
   config = {"sparse": describe(args.sparse, reparam), "sparsity": args.sparsity,
             "prune": args.prune, "keep": args.keep, "reselect_every": args.reselect_every,
-            "time_drop": args.time_drop,
+            "time_drop": args.time_drop, "time_drop_domain": args.time_drop_domain,
             "drop": args.drop, "anneal_epochs": args.anneal_epochs}
   return optimizer, reparam, sampler, transform, config
 

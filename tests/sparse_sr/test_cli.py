@@ -75,9 +75,11 @@ def test_train_with_msrs_and_data_pruning(tmp_path, capsys):
   assert main(["--quiet", "speech", "train", "--data", str(corpus_dir), "--model",
                "conformer-nano", "--steps", "4", "--batch-size", "2", "--sparse", "msrs",
                "--msrs-switch", "dense", "--prune", "easy", "--keep", "0.5",
-               "--time-drop", "chunk", "--drop", "0.3", "--workdir", str(tmp_path / "run"),
+               "--time-drop", "chunk", "--drop", "0.3", "--time-drop-domain", "features",
+               "--workdir", str(tmp_path / "run"),
                "--json", str(tmp_path / "train.json")]) == 0
   report = json.loads((tmp_path / "train.json").read_text())
   assert report["config"]["sparse"]["switch"] == "dense"
   assert report["config"]["prune"] == "easy" and report["config"]["time_drop"] == "chunk"
+  assert report["config"]["time_drop_domain"] == "features"
   assert report["metrics"]["msrs_stable_step"] == -1  # 4 steps: too early to be stable

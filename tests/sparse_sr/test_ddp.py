@@ -313,11 +313,12 @@ def test_steady_cpu_seconds_exclude_the_compiling_step(noise_dataset):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("reselect_every", [0, 2])
-def test_pruned_msrs_training_resumes_bit_exactly(tmp_path, reselect_every):
-  """DDP sampler (re-selecting every epoch, or every 2 steps) + chunk time-drop + MSRS in one
-  run: the scores, selection, masks, stability tracker and weights after an interruption
-  (mid-round) equal an uninterrupted run's, bit for bit."""
+@pytest.mark.parametrize("reselect_every, domain", [(0, "waveform"), (2, "features")])
+def test_pruned_msrs_training_resumes_bit_exactly(tmp_path, reselect_every, domain):
+  """DDP sampler (re-selecting every epoch, or every 2 steps) + chunk time-drop (of waveform
+  hops, or of feature frames) + MSRS in one run: the scores, selection, masks, stability
+  tracker and weights after an interruption (mid-round) equal an uninterrupted run's, bit
+  for bit."""
   paths = corpus.make_espeak_corpus(tmp_path / "corpus", corpus.EspeakCorpusConfig(
       hours=0.003, test_utterances=3, max_words=1, vocab_size=20, video=False, seed=1))
   data = Dataset(corpus.read_manifest(paths["train"])[:8], CharTokenizer())
@@ -337,7 +338,7 @@ def test_pruned_msrs_training_resumes_bit_exactly(tmp_path, reselect_every):
                                  reselect_every=reselect_every,
                                  batch_size=config.batch_size, total_steps=config.steps)
     result = train(model_config, config, data, workdir=workdir, quiet=True,
-                   sampler=sampler, transform=TimeDrop("chunk", 0.3),
+                   sampler=sampler, transform=TimeDrop("chunk", 0.3, domain=domain),
                    optimizer=optimizer, reparam=reparam, stop_after=stop_after)
     return result, sampler
   straight, straight_sampler = run(tmp_path / "a")
