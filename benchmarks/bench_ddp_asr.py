@@ -108,6 +108,9 @@ ALL_VARIANTS = {v.label: v for v in (
     # feature domain: the kept log-mel frames of the whole waveform, no splice
     *_pair("+fpoint", time_drop="point", domain="features"),
     *_pair("+fpoint0.2", time_drop="point", drop=0.2, domain="features"),
+    *_pair("+fpoint0.1", time_drop="point", drop=0.1, domain="features"),
+    *_pair("+fpoint0.2+anneal", time_drop="point", drop=0.2, domain="features",
+           anneal_epochs=1),
     *_pair("+fchunk", time_drop="chunk", domain="features"),
     *_pair("+fchunk0.2", time_drop="chunk", drop=0.2, domain="features"))}
 QUICK_VARIANTS = ("full", "random+point", "easy2hard+point")
