@@ -29,7 +29,7 @@ import numpy as np
 
 from sparse_sr.data.corpus import Utterance
 from sparse_sr.data.loader import Dataset, Padding, eval_batches
-from sparse_sr.features import (FeatureConfig, feature_lengths, log_mel_from_power,
+from sparse_sr.features import (FeatureConfig, feature_lengths, features_from_power,
                                 power_spectrogram)
 
 UNKNOWN_TRANSCRIPT = "unknown"  # what the adaptation half's transcripts become
@@ -66,7 +66,7 @@ def adaptation_split(utterances: Sequence[Utterance], adaptation_takes: int = 25
 def _log_mel_sums_fn(config: FeatureConfig):
   @jax.jit
   def sums(audio, audio_len):
-    features = log_mel_from_power(power_spectrogram(audio, config), config)
+    features = features_from_power(power_spectrogram(audio, config), config)
     frames = feature_lengths(audio_len, config)
     mask = (jnp.arange(features.shape[1])[None, :] < frames[:, None])[..., None]
     return (jnp.sum(features * mask, 1), jnp.sum(features ** 2 * mask, 1), frames)
@@ -75,8 +75,8 @@ def _log_mel_sums_fn(config: FeatureConfig):
 
 def speaker_cmvn_stats(dataset: Dataset, config: FeatureConfig, batch_size: int = 32,
                        variance_floor: float = 1e-5) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-  """Per speaker of ``dataset``, the mean and standard deviation ``(n_mels,)`` of the
-  log-mel features of all valid frames of all their utterances (transcripts not read)."""
+  """Per speaker of ``dataset``, the mean and standard deviation ``(config.dim,)`` of the
+  features (log-mels or cepstra) of all valid frames of all their utterances (transcripts not read)."""
   sums_fn = _log_mel_sums_fn(config)
   speakers = [u.speaker for u in dataset.utterances]
   totals: dict[str, list] = {}

@@ -90,6 +90,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="mel bands (default 80, as Auto-AVSR); fewer, wider bands blur "
                      "the pitch harmonics of individual speakers. SpecAugment's widest "
                      "frequency mask scales with it")
+  train.add_argument("--mfcc", type=int, default=0, metavar="C",
+                     help="feed the model C mel-frequency cepstral coefficients (DCT-II of "
+                     "the log-mels: the spectral envelope without the pitch harmonics) instead "
+                     "of the log-mels, e.g. 20 (default 0: log-mels). SpecAugment's widest "
+                     "frequency mask scales with the feature count")
+  train.add_argument("--lifter", type=float, default=0.0,
+                     help="with --mfcc: sinusoidal cepstral liftering, e.g. 22 (default 0: none)")
   train.add_argument("--tempo", type=float, default=0.0,
                      help="tempo perturbation while training: speaking rates drawn from "
                      "1 +- TEMPO per utterance, e.g. 0.1; with --vtlp, speed perturbation "
@@ -318,15 +325,19 @@ def cmd_train(args) -> int:
     model_config = dataclasses.replace(model_config, vtlp_warp=args.vtlp)
   if args.tempo:
     model_config = dataclasses.replace(model_config, tempo_change=args.tempo)
-  if args.n_mels is not None:
-    if args.n_mels < 8:
-      raise ValueError(f"--n-mels must be at least 8, got {args.n_mels}")
-    base = model_config.features.n_mels
+  if args.n_mels is not None and args.n_mels < 8:
+    raise ValueError(f"--n-mels must be at least 8, got {args.n_mels}")
+  if args.mfcc or args.n_mels is not None:
+    base = model_config.features.dim
+    features = dataclasses.replace(
+        model_config.features, n_mels=args.n_mels or model_config.features.n_mels,
+        n_cepstra=args.mfcc, cepstral_lifter=args.lifter)
     model_config = dataclasses.replace(
-        model_config, features=dataclasses.replace(model_config.features, n_mels=args.n_mels),
-        spec_augment=dataclasses.replace(
+        model_config, features=features, spec_augment=dataclasses.replace(
             model_config.spec_augment,
-            freq_width=round(model_config.spec_augment.freq_width * args.n_mels / base)))
+            freq_width=round(model_config.spec_augment.freq_width * features.dim / base)))
+  elif args.lifter:
+    raise ValueError("--lifter applies to cepstra; give --mfcc too")
   if recipe["spec_augment"] == "off":
     model_config = dataclasses.replace(model_config, spec_augment=None)
   defaults = QUICK_TRAIN if args.quick else dict(steps=3000, batch_size=32, learning_rate=2e-3,
