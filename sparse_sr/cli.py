@@ -283,6 +283,7 @@ def cmd_train(args) -> int:
   from sparse_sr import model as model_lib
   from sparse_sr.data import corpus
   from sparse_sr.data.loader import Dataset
+  from sparse_sr.features import FeatureConfig
   from sparse_sr.tokenizer import CharTokenizer, SentencePieceTokenizer
   from sparse_sr.train import TrainConfig, train
 
@@ -292,6 +293,10 @@ def cmd_train(args) -> int:
     raise ValueError("--speaker-cmvn normalizes audio features; use --modality audio or av")
   if args.adaptation_takes < 1:
     raise ValueError(f"--adaptation-takes must be at least 1, got {args.adaptation_takes}")
+  if not 0 <= args.mfcc <= (args.n_mels or FeatureConfig.n_mels):
+    raise ValueError(f"--mfcc must be between 0 and the number of mel bands, got {args.mfcc}")
+  if args.lifter and not args.mfcc:
+    raise ValueError("--lifter applies to cepstra; give --mfcc too")
   if args.model not in model_lib.PRESETS:
     raise ValueError(f"unknown model {args.model!r}; choose from {sorted(model_lib.PRESETS)}")
   if args.data:
@@ -336,8 +341,6 @@ def cmd_train(args) -> int:
         model_config, features=features, spec_augment=dataclasses.replace(
             model_config.spec_augment,
             freq_width=round(model_config.spec_augment.freq_width * features.dim / base)))
-  elif args.lifter:
-    raise ValueError("--lifter applies to cepstra; give --mfcc too")
   if recipe["spec_augment"] == "off":
     model_config = dataclasses.replace(model_config, spec_augment=None)
   defaults = QUICK_TRAIN if args.quick else dict(steps=3000, batch_size=32, learning_rate=2e-3,

@@ -85,6 +85,17 @@ def test_speaker_cmvn_stats_match_librosa_frames(tmp_path):
   np.testing.assert_allclose(pooled_std, ref_std, rtol=2e-3, atol=2e-3)
 
 
+def test_speaker_cmvn_stats_of_cepstra_match_librosa_mfcc(tmp_path):
+  utts = recordings(tmp_path, ["alice"], range(4))
+  config = FeatureConfig(n_cepstra=13, cepstral_lifter=22.0)
+  mean, std = speaker_cmvn_stats(Dataset(utts, CharTokenizer()), config)["alice"]
+  frames = np.concatenate([librosa.feature.mfcc(S=librosa_log_mel(u.audio).T, n_mfcc=13,
+                                                lifter=22.0).T for u in utts])
+  assert mean.shape == std.shape == (13,)
+  np.testing.assert_allclose(mean, frames.mean(0), atol=2e-2, rtol=1e-3)
+  np.testing.assert_allclose(std, np.sqrt(frames.var(0) + 1e-5), atol=2e-2, rtol=1e-3)
+
+
 def test_protocol_reads_neither_transcripts_nor_evaluation_audio(tmp_path):
   tok = CharTokenizer()
   train = recordings(tmp_path, ["alice"], range(3))
@@ -156,10 +167,13 @@ def test_cli_speaker_cmvn_protocol(tmp_path, capsys):
   run = tmp_path / "run"
   assert main(["--quiet", "speech", "train", "--data", str(corpus_dir), "--model",
                "conformer-nano", "--steps", "2", "--batch-size", "2", "--speaker-cmvn",
-               "--adaptation-takes", "6", "--closed-vocabulary", "--workdir", str(run),
-               "--json", str(tmp_path / "train.json")]) == 0
+               "--adaptation-takes", "6", "--closed-vocabulary", "--mfcc", "13", "--lifter",
+               "22", "--workdir", str(run), "--json", str(tmp_path / "train.json")]) == 0
   report = json.loads((tmp_path / "train.json").read_text())
   evals = report["metrics"]["eval"]
+  features = report["config"]["model"]["features"]
+  assert features["n_cepstra"] == 13 and features["cepstral_lifter"] == 22.0
+  assert report["config"]["model"]["spec_augment"]["freq_width"] == round(27 * 13 / 80)
   assert report["config"]["speaker_cmvn"] and report["config"]["adaptation_takes"] == 6
   assert evals["test_speaker"]["utterances"] == 8           # unadapted, every take
   assert evals["test_speaker_eval_half"]["utterances"] == 2    # takes 6 and 7
