@@ -14,6 +14,15 @@ frames of the speaker rather than of the utterance, so a short isolated word kee
 spectral shape while the speaker's static characteristics (spectral tilt, level) are
 removed. Training speakers' statistics come from their training recordings; the unseen
 speaker's from the adaptation half only.
+
+Prior matching (:func:`prior_matching_bias`) adapts the closed-vocabulary decision rule to the
+speaker: an unseen speaker's errors are systematic (one word heard as another on most of its
+takes), so the scores of the adaptation half favour some words far more often than the
+training prior (uniform over FSDD's ten digits) allows. Per-word offsets are chosen so that
+the model's mean posterior over the adaptation half equals that prior (Sinkhorn's
+equipartition, as in Asano et al. 2020, arXiv:1911.05371, Sec. 3.1; the inverse of Saerens et
+al. 2002, Neural Computation 14(1), who estimate new priors under fixed likelihoods), and
+are added to the evaluation half's scores.
 """
 
 from __future__ import annotations
@@ -27,8 +36,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flax import nnx
+from scipy.special import logsumexp
+
 from sparse_sr.data.corpus import Utterance
 from sparse_sr.data.loader import Dataset, Padding, eval_batches
+from sparse_sr.decoding import candidate_tokens, score_candidates
 from sparse_sr.features import (FeatureConfig, feature_lengths, features_from_power,
                                 power_spectrogram)
 
@@ -163,6 +176,77 @@ def speaker_cmvn_splits(train_set: Dataset, eval_sets: dict[str, Dataset],
       splits[f"{name}_eval_half"] = (half_set, SpeakerCMVN(half_set, unadapted))
       splits[f"{name}_eval_half_adapted"] = (half_set, SpeakerCMVN(half_set, adapted))
   return SpeakerCMVN(train_set, training), splits
+
+
+@functools.lru_cache(maxsize=8)
+def _scores_fn(graphdef, ctc_weight: float):
+  @jax.jit
+  def scores(state, batch, tokens, token_len):
+    model = nnx.merge(graphdef, state)
+    memory, valid = model.encode(batch)
+    return score_candidates(model, memory, valid, tokens, token_len, ctc_weight)
+  return scores
+
+
+def candidate_scores(model, dataset: Dataset, candidates: Sequence[str], *,
+                     ctc_weight: float = 0.3, batch_size: int = 32,
+                     transform=None) -> np.ndarray:
+  """Hybrid negative log-likelihoods ``(utterances, K)`` of ``sorted(set(candidates))`` (as
+  :func:`sparse_sr.train.evaluate` scores them) for every utterance of ``dataset``, in its
+  order; ``transform`` adds inputs to each batch (e.g. :class:`SpeakerCMVN`). Transcripts
+  are not read."""
+  tokens, token_len = candidate_tokens(dataset.tokenizer, sorted(set(candidates)))
+  graphdef, state = nnx.split(model)
+  scores_fn = _scores_fn(graphdef, ctc_weight)
+  no_text = _without_transcripts(dataset)
+  out = np.zeros((len(dataset), len(tokens)), np.float32)
+  for batch in eval_batches(no_text, batch_size, Padding.for_dataset(no_text, 1)):
+    if transform is not None:
+      batch = transform(batch)
+    inputs = {k: v for k, v in batch.items() if k not in ("index", "valid")}
+    scores = np.asarray(scores_fn(state, inputs, tokens, token_len))
+    ok = batch["valid"].astype(bool)
+    out[batch["index"][ok]] = scores[ok]
+  return out
+
+
+def prior_matching_bias(scores: np.ndarray, prior: np.ndarray | None = None,
+                        iterations: int = 10000, tolerance: float = 1e-7) -> np.ndarray:
+  """Offsets ``b (K,)`` (mean zero) for negative log-likelihoods ``scores (N, K)`` such that
+  the posteriors ``softmax(b - scores)`` average to ``prior`` (uniform by default) over the
+  ``N`` utterances: Sinkhorn's alternating normalization, whose fixed point minimizes the
+  convex ``mean_i logsumexp(b - scores_i) - prior . b``. Decisions are then
+  ``argmin(scores - b)``."""
+  scores = np.asarray(scores, np.float64)
+  k = scores.shape[1]
+  prior = np.full(k, 1.0 / k) if prior is None else np.asarray(prior, np.float64)
+  bias = np.zeros(k)
+  for _ in range(iterations):
+    logits = bias - scores
+    mean_posterior = np.mean(np.exp(logits - logsumexp(logits, axis=1, keepdims=True)), 0)
+    step = np.log(prior) - np.log(mean_posterior)
+    bias += step
+    if np.max(np.abs(step)) < tolerance:
+      break
+  return bias - bias.mean()
+
+
+def prior_matching_biases(model, utterances: Sequence[Utterance], stats: dict,
+                          candidates: Sequence[str], tokenizer, adaptation_takes: int = 25,
+                          ctc_weight: float = 0.3) -> dict[str, np.ndarray]:
+  """Per speaker of ``utterances`` (each an unseen speaker's recordings, all takes): the
+  :func:`prior_matching_bias` of the closed-vocabulary scores of its adaptation half only
+  (:func:`adaptation_split`: transcripts dropped, evaluation half not read), normalized by
+  the speaker statistics ``stats`` (the adapted ones)."""
+  biases = {}
+  for speaker in sorted({u.speaker for u in utterances}):
+    adaptation, _ = adaptation_split([u for u in utterances if u.speaker == speaker],
+                                     adaptation_takes)
+    dataset = Dataset(adaptation, tokenizer)
+    biases[speaker] = prior_matching_bias(candidate_scores(
+        model, dataset, candidates, ctc_weight=ctc_weight,
+        transform=SpeakerCMVN(dataset, stats)))
+  return biases
 
 
 def _without_transcripts(dataset: Dataset) -> Dataset:

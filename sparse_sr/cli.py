@@ -22,11 +22,15 @@ QUICK_RECIPE = dict(ctc_weight=0.9, dropout=0.0, spec_augment="off")
 PAPER_RECIPE = dict(ctc_weight=0.1, dropout=None, spec_augment="on")  # None: the preset's
 VTLN_WARPS = tuple(round(0.8 + 0.05 * k, 2) for k in range(9))   # 0.8 .. 1.2
 SPEAKER_CMVN_HELP = (
-    "normalize log-mels by speaker-level statistics (Kaldi-style CMVN) instead of per "
+    "normalize features (log-mels or cepstra) by speaker-level statistics (Kaldi-style CMVN) instead of per "
     "utterance: training speakers by their training recordings; a speaker not in training "
     "by the pooled training statistics (split NAME), and, on the evaluation half of its "
     "recordings, also by the statistics of its adaptation half (NAME_eval_half_adapted, "
     "beside NAME_eval_half unadapted); transcripts of the adaptation half are never read")
+PRIOR_MATCHING_HELP = (
+    "with --speaker-cmvn and --closed-vocabulary: also decide NAME_eval_half_adapted with "
+    "per-word offsets that make the model's mean posterior over the speaker's adaptation half "
+    "uniform (its transcripts are never read), as split NAME_eval_half_adapted_prior_matched")
 VTLN_HELP = ("also evaluate with test-time vocal tract length normalization: per speaker, "
              "the frequency warp in 0.8..1.2 under which the best CTC paths are most "
              "probable (no transcripts used); reported as split NAME_vtln")
@@ -111,6 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "training transcripts (e.g. FSDD's ten digit words)")
   train.add_argument("--vtln", action="store_true", help=VTLN_HELP)
   train.add_argument("--speaker-cmvn", action="store_true", help=SPEAKER_CMVN_HELP)
+  train.add_argument("--prior-matching", action="store_true", help=PRIOR_MATCHING_HELP)
   train.add_argument("--adaptation-takes", type=int, default=25,
                      help="with --speaker-cmvn: an unseen FSDD speaker's takes below this "
                      "index form the (unlabelled) adaptation half, the others the evaluation "
@@ -133,6 +138,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   evaluate.add_argument("--closed-vocabulary", action="store_true",
                         help="also pick the best of the distinct training transcripts")
   evaluate.add_argument("--vtln", action="store_true", help=VTLN_HELP)
+  evaluate.add_argument("--prior-matching", action="store_true", help=PRIOR_MATCHING_HELP)
   evaluate.set_defaults(func=cmd_eval)
 
 
@@ -289,6 +295,9 @@ def cmd_train(args) -> int:
 
   out = _out_dir(args, "speech-run")
   check_sparse_and_pruning_args(args)
+  if args.prior_matching and not (args.speaker_cmvn and args.closed_vocabulary):
+    raise ValueError("--prior-matching adapts closed-vocabulary decisions under speaker CMVN; "
+                     "give --speaker-cmvn and --closed-vocabulary")
   if args.speaker_cmvn and args.modality == "video":
     raise ValueError("--speaker-cmvn normalizes audio features; use --modality audio or av")
   if args.adaptation_takes < 1:
@@ -405,6 +414,9 @@ def cmd_train(args) -> int:
       evaluations[f"{name}_vtln"] = evaluate(
           result["model"], dataset, mesh=mesh, batch_size=train_config.eval_batch_size,
           candidates=candidates, warps=VTLN_WARPS, transform=eval_transforms[name])
+  if args.prior_matching:
+    evaluations.update(_prior_matched(result["model"], eval_sets, eval_transforms, candidates,
+                                      args.adaptation_takes, train_config.eval_batch_size))
   history = result["history"]
   from flax import nnx
   metrics = {
@@ -442,6 +454,29 @@ def cmd_train(args) -> int:
   return 0
 
 
+def _prior_matched(model, eval_sets: dict, transforms: dict, candidates, adaptation_takes: int,
+                   batch_size: int = 32) -> dict:
+  """``NAME_eval_half_adapted_prior_matched``: each ``NAME_eval_half_adapted`` split decided
+  with the prior-matching offsets of its speakers' adaptation halves (taken from ``NAME``,
+  which holds all their takes)."""
+  from sparse_sr.adaptation import prior_matching_biases
+  from sparse_sr.train import evaluate
+  out = {}
+  for name, dataset in eval_sets.items():
+    if not name.endswith("_eval_half_adapted"):
+      continue
+    speakers = {u.speaker for u in dataset.utterances}
+    source = eval_sets[name.removesuffix("_eval_half_adapted")]
+    biases = prior_matching_biases(
+        model, [u for u in source.utterances if u.speaker in speakers], transforms[name].stats,
+        candidates, dataset.tokenizer, adaptation_takes)
+    out[f"{name}_prior_matched"] = {
+        **evaluate(model, dataset, batch_size=batch_size, candidates=candidates,
+                   transform=transforms[name], candidate_bias=biases),
+        "prior_matching_bias": {s: [round(float(x), 3) for x in b] for s, b in biases.items()}}
+  return out
+
+
 def load_run(workdir: Path):
   """``(model, tokenizer, config dict, step)`` of a training workdir."""
   from sparse_sr.model import model_config_from_dict
@@ -477,6 +512,9 @@ def cmd_eval(args) -> int:
     train_set = Dataset(corpus.read_manifest(data_dir / "train.jsonl"), tokenizer, **uses)
     _, splits = speaker_cmvn_splits(train_set, eval_sets, model.config.features,
                                     config["adaptation_takes"])
+  if args.prior_matching and not (config.get("speaker_cmvn") and candidates):
+    raise ValueError("--prior-matching needs --closed-vocabulary and a model trained with "
+                     "--speaker-cmvn")
   for name, (dataset, transform) in splits.items():
     metrics[name] = evaluate(model, dataset, beam=args.beam, ctc_weight=args.ctc_weight,
                              candidates=candidates, transform=transform)
@@ -484,6 +522,10 @@ def cmd_eval(args) -> int:
       metrics[f"{name}_vtln"] = evaluate(model, dataset, ctc_weight=args.ctc_weight,
                                          candidates=candidates, warps=VTLN_WARPS,
                                          transform=transform)
+  if args.prior_matching:
+    metrics.update(_prior_matched(model, {name: d for name, (d, _) in splits.items()},
+                                  {name: t for name, (_, t) in splits.items()}, candidates,
+                                  config["adaptation_takes"]))
   _write(Report("speech-eval", f"jaxrepro speech eval --ckpt {workdir}",
                 config={"beam": args.beam, "ctc_weight": args.ctc_weight,
                         "speaker_cmvn": bool(config.get("speaker_cmvn")),
