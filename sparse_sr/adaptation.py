@@ -249,6 +249,97 @@ def prior_matching_biases(model, utterances: Sequence[Utterance], stats: dict,
   return biases
 
 
+def balanced_pseudo_labels(scores: np.ndarray, keep: float) -> tuple[np.ndarray, np.ndarray]:
+  """``(selected indices, labels)`` for unlabelled utterances with candidate scores
+  ``(N, K)``: prior-matched decisions (:func:`prior_matching_bias`), and of the utterances
+  given each word, the fraction ``keep`` whose decision beats the runner-up by the largest
+  margin (class-balanced confidence selection, Zou et al. 2018, ECCV, "Unsupervised domain
+  adaptation for semantic segmentation via class-balanced self-training", Sec. 3.2)."""
+  if not 0.0 < keep <= 1.0:
+    raise ValueError(f"keep must be in (0, 1], got {keep}")
+  adjusted = np.asarray(scores, np.float64) - prior_matching_bias(scores)
+  labels = np.argmin(adjusted, axis=1)
+  ordered = np.sort(adjusted, axis=1)
+  margin = ordered[:, 1] - ordered[:, 0]
+  selected = []
+  for word in np.unique(labels):
+    members = np.flatnonzero(labels == word)
+    count = max(1, int(round(keep * len(members))))
+    selected += list(members[np.argsort(-margin[members], kind="stable")[:count]])
+  selected = np.sort(np.asarray(selected, int))
+  return selected, labels[selected]
+
+
+def fine_tune(model, dataset: Dataset, config, transform=None, mesh=None):
+  """``config.steps`` steps of :func:`sparse_sr.train.make_train_step` (AdamW, warm-up and
+  cosine decay from ``config.learning_rate``) from ``model``'s weights on ``dataset``, with
+  the training augmentations of ``model.config``; ``transform`` as
+  :class:`sparse_sr.data.loader.BatchIterator`'s (e.g. :class:`SpeakerCMVN`)."""
+  from jaxrepro.mesh import make_mesh, shard_batch
+  from sparse_sr.data.loader import BatchIterator
+  from sparse_sr.train import make_optimizer, make_train_step
+  mesh = mesh or make_mesh()
+  graphdef, params, other = nnx.split(model, nnx.Param, ...)
+  optimizer = make_optimizer(config)
+  opt_state = optimizer.init(params)
+  step = make_train_step(graphdef, optimizer, config)
+  iterator = BatchIterator(dataset, config.batch_size, seed=config.seed, transform=transform,
+                           padding=Padding.for_dataset(dataset, config.num_buckets))
+  key = jax.random.key(config.seed)
+  for _ in range(config.steps):
+    batch = next(iterator)
+    batch.pop("index")
+    key, step_key = jax.random.split(key)
+    params, other, opt_state, _ = step(params, other, opt_state, step_key,
+                                       shard_batch(batch, mesh))
+  return nnx.merge(graphdef, params, other)
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfTrainingConfig:
+  rounds: int = 1
+  keep: float = 0.8             # per word, the fraction of its pseudo-labels kept
+  steps: int = 150              # fine-tuning steps per round
+  learning_rate: float = 5e-4
+  pseudo_weight: float = 0.5    # expected share of pseudo-labelled utterances in a batch
+  ctc_weight: float = 0.3       # in the closed-vocabulary scores (as evaluation)
+
+
+def self_train(model, adaptation: Sequence[Utterance], train_set: Dataset,
+               candidates: Sequence[str], stats: dict, train_config,
+               config: SelfTrainingConfig = SelfTrainingConfig(), mesh=None):
+  """Adapts ``model`` to unseen speakers from their adaptation halves ``adaptation``
+  (transcripts dropped before anything reads them): per round, prior-matched
+  class-balanced pseudo-labels (:func:`balanced_pseudo_labels`, per speaker), then
+  fine-tuning on them plus the labelled ``train_set``, every speaker normalized by
+  ``stats`` (training speakers' and the unseen speakers' adapted statistics). Returns the
+  adapted model and, per round, the pseudo-labels by utterance id."""
+  candidates = sorted(set(candidates))
+  unlabelled = [dataclasses.replace(u, text=UNKNOWN_TRANSCRIPT) for u in adaptation]
+  rounds = []
+  for r in range(config.rounds):
+    pseudo = []
+    for speaker in sorted({u.speaker for u in unlabelled}):
+      own = Dataset([u for u in unlabelled if u.speaker == speaker], train_set.tokenizer)
+      scores = candidate_scores(model, own, candidates, ctc_weight=config.ctc_weight,
+                                transform=SpeakerCMVN(own, stats))
+      selected, labels = balanced_pseudo_labels(scores, config.keep)
+      pseudo += [dataclasses.replace(own.utterances[i], text=candidates[c])
+                 for i, c in zip(selected, labels)]
+    # repeat the pseudo-labelled utterances so they make up ``pseudo_weight`` of the data
+    repeats = max(1, round(config.pseudo_weight / (1 - config.pseudo_weight)
+                           * len(train_set) / len(pseudo)))
+    mixed = dataclasses.replace(train_set, utterances=list(train_set.utterances)
+                                + pseudo * repeats)
+    step_config = dataclasses.replace(
+        train_config, steps=config.steps, learning_rate=config.learning_rate,
+        warmup_steps=min(train_config.warmup_steps, config.steps // 5),
+        seed=train_config.seed + 1 + r)
+    model = fine_tune(model, mixed, step_config, SpeakerCMVN(mixed, stats), mesh)
+    rounds.append({"round": r + 1, "labels": {u.id: u.text for u in pseudo}})
+  return model, rounds
+
+
 def _without_transcripts(dataset: Dataset) -> Dataset:
   return dataclasses.replace(dataset, utterances=[
       dataclasses.replace(u, text=UNKNOWN_TRANSCRIPT) for u in dataset.utterances])
