@@ -89,7 +89,8 @@ def _log_mel_sums_fn(config: FeatureConfig):
 def speaker_cmvn_stats(dataset: Dataset, config: FeatureConfig, batch_size: int = 32,
                        variance_floor: float = 1e-5) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """Per speaker of ``dataset``, the mean and standard deviation ``(config.dim,)`` of the
-  features (log-mels or cepstra) of all valid frames of all their utterances (transcripts not read)."""
+  features (log-mels or cepstra) of all valid frames of all their utterances (transcripts
+  not read)."""
   sums_fn = _log_mel_sums_fn(config)
   speakers = [u.speaker for u in dataset.utterances]
   totals: dict[str, list] = {}

@@ -22,15 +22,22 @@ QUICK_RECIPE = dict(ctc_weight=0.9, dropout=0.0, spec_augment="off")
 PAPER_RECIPE = dict(ctc_weight=0.1, dropout=None, spec_augment="on")  # None: the preset's
 VTLN_WARPS = tuple(round(0.8 + 0.05 * k, 2) for k in range(9))   # 0.8 .. 1.2
 SPEAKER_CMVN_HELP = (
-    "normalize features (log-mels or cepstra) by speaker-level statistics (Kaldi-style CMVN) instead of per "
-    "utterance: training speakers by their training recordings; a speaker not in training "
-    "by the pooled training statistics (split NAME), and, on the evaluation half of its "
+    "normalize features (log-mels or cepstra) by speaker-level statistics (Kaldi-style "
+    "CMVN) instead of per utterance: training speakers by their training recordings; a "
+    "speaker not in training by the pooled training statistics (split NAME), and, on the "
+    "evaluation half of its "
     "recordings, also by the statistics of its adaptation half (NAME_eval_half_adapted, "
     "beside NAME_eval_half unadapted); transcripts of the adaptation half are never read")
 PRIOR_MATCHING_HELP = (
     "with --speaker-cmvn and --closed-vocabulary: also decide NAME_eval_half_adapted with "
     "per-word offsets that make the model's mean posterior over the speaker's adaptation half "
     "uniform (its transcripts are never read), as split NAME_eval_half_adapted_prior_matched")
+SELF_TRAIN_HELP = (
+    "with --prior-matching: after training, adapt the model to each unseen speaker by ROUNDS "
+    "rounds of class-balanced self-training on its adaptation half (prior-matched "
+    "pseudo-labels, per word the 80%% most confident; 150 fine-tuning steps at LR 5e-4 with "
+    "the training data; transcripts never read), reported as NAME_eval_half_self_trained and "
+    "NAME_eval_half_self_trained_prior_matched (default 0: off)")
 VTLN_HELP = ("also evaluate with test-time vocal tract length normalization: per speaker, "
              "the frequency warp in 0.8..1.2 under which the best CTC paths are most "
              "probable (no transcripts used); reported as split NAME_vtln")
@@ -116,6 +123,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   train.add_argument("--vtln", action="store_true", help=VTLN_HELP)
   train.add_argument("--speaker-cmvn", action="store_true", help=SPEAKER_CMVN_HELP)
   train.add_argument("--prior-matching", action="store_true", help=PRIOR_MATCHING_HELP)
+  train.add_argument("--self-train", type=int, default=0, metavar="ROUNDS",
+                     help=SELF_TRAIN_HELP)
   train.add_argument("--adaptation-takes", type=int, default=25,
                      help="with --speaker-cmvn: an unseen FSDD speaker's takes below this "
                      "index form the (unlabelled) adaptation half, the others the evaluation "
@@ -298,6 +307,9 @@ def cmd_train(args) -> int:
   if args.prior_matching and not (args.speaker_cmvn and args.closed_vocabulary):
     raise ValueError("--prior-matching adapts closed-vocabulary decisions under speaker CMVN; "
                      "give --speaker-cmvn and --closed-vocabulary")
+  if args.self_train < 0 or (args.self_train and not args.prior_matching):
+    raise ValueError(f"--self-train must be >= 0 and needs --prior-matching, got "
+                     f"{args.self_train}")
   if args.speaker_cmvn and args.modality == "video":
     raise ValueError("--speaker-cmvn normalizes audio features; use --modality audio or av")
   if args.adaptation_takes < 1:
@@ -417,6 +429,10 @@ def cmd_train(args) -> int:
   if args.prior_matching:
     evaluations.update(_prior_matched(result["model"], eval_sets, eval_transforms, candidates,
                                       args.adaptation_takes, train_config.eval_batch_size))
+  if args.self_train:
+    evaluations.update(_self_trained(result["model"], train_set, eval_sets, eval_transforms,
+                                     candidates, args.adaptation_takes, train_config,
+                                     args.self_train, mesh))
   history = result["history"]
   from flax import nnx
   metrics = {
@@ -456,24 +472,55 @@ def cmd_train(args) -> int:
 
 def _prior_matched(model, eval_sets: dict, transforms: dict, candidates, adaptation_takes: int,
                    batch_size: int = 32) -> dict:
-  """``NAME_eval_half_adapted_prior_matched``: each ``NAME_eval_half_adapted`` split decided
-  with the prior-matching offsets of its speakers' adaptation halves (taken from ``NAME``,
-  which holds all their takes)."""
+  """``NAME_eval_half_adapted_prior_matched`` for each ``NAME_eval_half_adapted`` split."""
+  return {f"{name}_prior_matched": _prior_matched_split(model, name, eval_sets, transforms,
+                                                        candidates, adaptation_takes, batch_size)
+          for name in eval_sets if name.endswith("_eval_half_adapted")}
+
+
+def _prior_matched_split(model, name: str, eval_sets: dict, transforms: dict, candidates,
+                         adaptation_takes: int, batch_size: int = 32) -> dict:
+  """Split ``name`` (``NAME_eval_half_adapted``) decided with the prior-matching offsets of
+  its speakers' adaptation halves (taken from ``NAME``, which holds all their takes)."""
   from sparse_sr.adaptation import prior_matching_biases
+  from sparse_sr.train import evaluate
+  dataset = eval_sets[name]
+  speakers = {u.speaker for u in dataset.utterances}
+  source = eval_sets[name.removesuffix("_eval_half_adapted")]
+  biases = prior_matching_biases(
+      model, [u for u in source.utterances if u.speaker in speakers], transforms[name].stats,
+      candidates, dataset.tokenizer, adaptation_takes)
+  return {**evaluate(model, dataset, batch_size=batch_size, candidates=candidates,
+                     transform=transforms[name], candidate_bias=biases),
+          "prior_matching_bias": {s: [round(float(x), 3) for x in b] for s, b in biases.items()}}
+
+
+def _self_trained(model, train_set, eval_sets: dict, transforms: dict, candidates,
+                  adaptation_takes: int, train_config, rounds: int, mesh) -> dict:
+  """``NAME_eval_half_self_trained`` (and ``..._prior_matched``): each
+  ``NAME_eval_half_adapted`` split decided by the model self-trained on its speakers'
+  adaptation halves (:func:`sparse_sr.adaptation.self_train`)."""
+  from sparse_sr.adaptation import SelfTrainingConfig, adaptation_split, self_train
   from sparse_sr.train import evaluate
   out = {}
   for name, dataset in eval_sets.items():
     if not name.endswith("_eval_half_adapted"):
       continue
-    speakers = {u.speaker for u in dataset.utterances}
+    base = name.removesuffix("_adapted")
+    speakers = sorted({u.speaker for u in dataset.utterances})
     source = eval_sets[name.removesuffix("_eval_half_adapted")]
-    biases = prior_matching_biases(
-        model, [u for u in source.utterances if u.speaker in speakers], transforms[name].stats,
-        candidates, dataset.tokenizer, adaptation_takes)
-    out[f"{name}_prior_matched"] = {
-        **evaluate(model, dataset, batch_size=batch_size, candidates=candidates,
-                   transform=transforms[name], candidate_bias=biases),
-        "prior_matching_bias": {s: [round(float(x), 3) for x in b] for s, b in biases.items()}}
+    adaptation = [u for s in speakers for u in adaptation_split(
+        [u for u in source.utterances if u.speaker == s], adaptation_takes)[0]]
+    stats = transforms[name].stats
+    adapted, history = self_train(model, adaptation, train_set, candidates, stats, train_config,
+                                  SelfTrainingConfig(rounds=rounds), mesh)
+    out[f"{base}_self_trained"] = {
+        **evaluate(adapted, dataset, batch_size=train_config.eval_batch_size,
+                   candidates=candidates, transform=transforms[name]),
+        "pseudo_labels": [len(r["labels"]) for r in history]}
+    out[f"{base}_self_trained_prior_matched"] = _prior_matched_split(
+        adapted, name, eval_sets, transforms, candidates, adaptation_takes,
+        train_config.eval_batch_size)
   return out
 
 

@@ -3,14 +3,19 @@
 import dataclasses
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.optimize
 from flax import nnx
+from scipy.special import logsumexp
 
 from jaxrepro.cli import main
-from sparse_sr.adaptation import (UNKNOWN_TRANSCRIPT, SpeakerCMVN, adaptation_split,
-                                  held_out_cmvn_splits, pooled_cmvn_stats, speaker_cmvn_stats,
+from sparse_sr.adaptation import (UNKNOWN_TRANSCRIPT, SelfTrainingConfig, SpeakerCMVN,
+                                  adaptation_split, balanced_pseudo_labels, candidate_scores,
+                                  held_out_cmvn_splits, pooled_cmvn_stats, prior_matching_bias,
+                                  prior_matching_biases, self_train, speaker_cmvn_stats,
                                   take_index)
 from sparse_sr.conformer import ConformerConfig
 from sparse_sr.data.audio import read_wav, write_wav
@@ -20,6 +25,7 @@ from sparse_sr.decoder import DecoderConfig
 from sparse_sr.features import FeatureConfig, log_mel, normalize_with
 from sparse_sr.model import ModelConfig, SpeechRecognizer
 from sparse_sr.tokenizer import CharTokenizer
+from sparse_sr.train import TrainConfig
 
 librosa = pytest.importorskip("librosa")
 CONFIG = FeatureConfig()
@@ -184,3 +190,70 @@ def test_cli_speaker_cmvn_protocol(tmp_path, capsys):
   evaluated = json.loads((tmp_path / "eval.json").read_text())["metrics"]
   for name in ("test_speaker_eval_half", "test_speaker_eval_half_adapted"):
     assert evaluated[name]["closed_vocabulary"] == evals[name]["closed_vocabulary"]
+
+
+@pytest.mark.parametrize("prior", [None, [0.1, 0.2, 0.3, 0.15, 0.25]])
+def test_prior_matching_bias_minimizes_its_convex_objective(prior):
+  rng = np.random.default_rng(3)
+  scores = rng.gamma(2.0, 3.0, size=(60, 5)) + np.asarray([0.0, 4.0, -2.0, 1.0, 0.5])
+  bias = prior_matching_bias(scores, None if prior is None else np.asarray(prior))
+  target = np.full(5, 0.2) if prior is None else np.asarray(prior)
+  posterior = np.exp(bias - scores - logsumexp(bias - scores, axis=1, keepdims=True))
+  np.testing.assert_allclose(posterior.mean(0), target, atol=1e-6)
+  # the minimizer of mean_i logsumexp(b - s_i) - prior . b, found by a generic optimizer
+  objective = lambda b: np.mean(logsumexp(b - scores, axis=1)) - target @ b
+  reference = scipy.optimize.minimize(objective, np.zeros(5), method="BFGS", tol=1e-12).x
+  np.testing.assert_allclose(bias, reference - reference.mean(), atol=1e-4)
+  assert abs(bias.mean()) < 1e-9
+
+
+def test_balanced_pseudo_labels_undo_a_systematic_confusion():
+  """Ten words, 20 utterances each; the model (scores = negative log-likelihoods) prefers
+  word 0 by a constant 3 nats, so plain decisions take most of word 1's utterances."""
+  rng = np.random.default_rng(4)
+  truth = np.repeat(np.arange(10), 20)
+  scores = rng.normal(0, 1, size=(200, 10)) + 4.0
+  scores[np.arange(200), truth] -= 4.0
+  scores[:, 0] -= 3.0
+  scores[truth == 1, 1] += 2.0   # word 1 is badly modelled for this speaker
+  assert np.mean(np.argmin(scores, 1)[truth == 1] == 1) < 0.5
+  selected, labels = balanced_pseudo_labels(scores, keep=0.5)
+  assert np.mean(labels == truth[selected]) > 0.95
+  decided = np.argmin(scores - prior_matching_bias(scores), 1)
+  for word in range(10):
+    assert (labels == word).sum() == max(1, round(0.5 * (decided == word).sum()))
+  assert set(labels) == set(range(10))
+  with pytest.raises(ValueError, match="keep"):
+    balanced_pseudo_labels(scores, keep=0.0)
+
+
+def test_prior_matching_and_self_training_read_no_transcripts(tmp_path):
+  """The offsets and the pseudo-labels depend on the adaptation half's audio only."""
+  tok = CharTokenizer()
+  train = recordings(tmp_path, ["alice"], range(4))
+  unseen = recordings(tmp_path, ["carol"], range(6), seed=1)
+  candidates = sorted(set(DIGIT_WORDS))
+  model = SpeechRecognizer(ModelConfig(
+      vocab_size=tok.vocab_size, encoder=ConformerConfig(32, 2, 1, conv_kernel=5),
+      decoder=DecoderConfig(1, 2), subsample_channels=4, spec_augment=None),
+      rngs=nnx.Rngs(0))
+  stats = {**speaker_cmvn_stats(Dataset(train, tok), CONFIG),
+           **speaker_cmvn_stats(Dataset(unseen[:4], tok), CONFIG)}
+  tampered = ([dataclasses.replace(u, text="garbage words") for u in unseen[:4]]
+              + [dataclasses.replace(u, audio=tmp_path / "missing.wav") for u in unseen[4:]])
+  biases = [prior_matching_biases(model, utts, stats, candidates, tok, adaptation_takes=4)
+            for utts in (unseen, tampered)]
+  np.testing.assert_array_equal(biases[0]["carol"], biases[1]["carol"])
+  # the offsets are those of the adaptation half's scores (with its speaker's statistics)
+  half = Dataset(unseen[:4], tok)
+  scores = candidate_scores(model, half, candidates, transform=SpeakerCMVN(half, stats))
+  np.testing.assert_allclose(biases[0]["carol"], prior_matching_bias(scores), atol=1e-6)
+  config = TrainConfig(steps=2, batch_size=2, warmup_steps=1)
+  runs = [self_train(model, utts, Dataset(train, tok), candidates, stats, config,
+                     SelfTrainingConfig(steps=2, keep=1.0))
+          for utts in (unseen[:4], tampered[:4])]
+  assert runs[0][1] == runs[1][1]
+  assert set(runs[0][1][0]["labels"]) == {u.id for u in unseen[:4]}
+  assert set(runs[0][1][0]["labels"].values()) <= set(candidates)
+  for a, b in zip(jax.tree.leaves(nnx.state(runs[0][0])), jax.tree.leaves(nnx.state(runs[1][0]))):
+    np.testing.assert_array_equal(a, b)
