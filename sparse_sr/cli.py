@@ -25,9 +25,9 @@ SPEAKER_CMVN_HELP = (
     "normalize features (log-mels or cepstra) by speaker-level statistics (Kaldi-style "
     "CMVN) instead of per utterance: training speakers by their training recordings; a "
     "speaker not in training by the pooled training statistics (split NAME), and, on the "
-    "evaluation half of its "
-    "recordings, also by the statistics of its adaptation half (NAME_eval_half_adapted, "
-    "beside NAME_eval_half unadapted); transcripts of the adaptation half are never read")
+    "evaluation half of its recordings, also by the statistics of its adaptation half "
+    "(NAME_eval_half_adapted, beside NAME_eval_half unadapted); transcripts of the adaptation "
+    "half are never read")
 PRIOR_MATCHING_HELP = (
     "with --speaker-cmvn and --closed-vocabulary: also decide NAME_eval_half_adapted with "
     "per-word offsets that make the model's mean posterior over the speaker's adaptation half "
@@ -462,6 +462,7 @@ def cmd_train(args) -> int:
                 config={"model": dataclasses.asdict(model_config),
                         "train": dataclasses.asdict(train_config), "mesh": dict(mesh.shape),
                         **sparse_config, "speaker_cmvn": args.speaker_cmvn,
+                        "prior_matching": args.prior_matching, "self_train": args.self_train,
                         "adaptation_takes": args.adaptation_takes,
                         "workdir": str(workdir)},
                 data=data, metrics=metrics,
@@ -471,15 +472,17 @@ def cmd_train(args) -> int:
 
 
 def _prior_matched(model, eval_sets: dict, transforms: dict, candidates, adaptation_takes: int,
-                   batch_size: int = 32) -> dict:
+                   batch_size: int = 32, ctc_weight: float = 0.3) -> dict:
   """``NAME_eval_half_adapted_prior_matched`` for each ``NAME_eval_half_adapted`` split."""
-  return {f"{name}_prior_matched": _prior_matched_split(model, name, eval_sets, transforms,
-                                                        candidates, adaptation_takes, batch_size)
+  return {f"{name}_prior_matched": _prior_matched_split(
+              model, name, eval_sets, transforms, candidates, adaptation_takes, batch_size,
+              ctc_weight)
           for name in eval_sets if name.endswith("_eval_half_adapted")}
 
 
 def _prior_matched_split(model, name: str, eval_sets: dict, transforms: dict, candidates,
-                         adaptation_takes: int, batch_size: int = 32) -> dict:
+                         adaptation_takes: int, batch_size: int = 32,
+                         ctc_weight: float = 0.3) -> dict:
   """Split ``name`` (``NAME_eval_half_adapted``) decided with the prior-matching offsets of
   its speakers' adaptation halves (taken from ``NAME``, which holds all their takes)."""
   from sparse_sr.adaptation import prior_matching_biases
@@ -489,9 +492,10 @@ def _prior_matched_split(model, name: str, eval_sets: dict, transforms: dict, ca
   source = eval_sets[name.removesuffix("_eval_half_adapted")]
   biases = prior_matching_biases(
       model, [u for u in source.utterances if u.speaker in speakers], transforms[name].stats,
-      candidates, dataset.tokenizer, adaptation_takes)
+      candidates, dataset.tokenizer, adaptation_takes, ctc_weight)
   return {**evaluate(model, dataset, batch_size=batch_size, candidates=candidates,
-                     transform=transforms[name], candidate_bias=biases),
+                     ctc_weight=ctc_weight, transform=transforms[name],
+                     candidate_bias=biases),
           "prior_matching_bias": {s: [round(float(x), 3) for x in b] for s, b in biases.items()}}
 
 
@@ -572,7 +576,7 @@ def cmd_eval(args) -> int:
   if args.prior_matching:
     metrics.update(_prior_matched(model, {name: d for name, (d, _) in splits.items()},
                                   {name: t for name, (_, t) in splits.items()}, candidates,
-                                  config["adaptation_takes"]))
+                                  config["adaptation_takes"], ctc_weight=args.ctc_weight))
   _write(Report("speech-eval", f"jaxrepro speech eval --ckpt {workdir}",
                 config={"beam": args.beam, "ctc_weight": args.ctc_weight,
                         "speaker_cmvn": bool(config.get("speaker_cmvn")),

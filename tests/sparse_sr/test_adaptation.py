@@ -174,7 +174,8 @@ def test_cli_speaker_cmvn_protocol(tmp_path, capsys):
   assert main(["--quiet", "speech", "train", "--data", str(corpus_dir), "--model",
                "conformer-nano", "--steps", "2", "--batch-size", "2", "--speaker-cmvn",
                "--adaptation-takes", "6", "--closed-vocabulary", "--mfcc", "13", "--lifter",
-               "22", "--workdir", str(run), "--json", str(tmp_path / "train.json")]) == 0
+               "22", "--prior-matching", "--self-train", "1", "--workdir", str(run), "--json",
+               str(tmp_path / "train.json")]) == 0
   report = json.loads((tmp_path / "train.json").read_text())
   evals = report["metrics"]["eval"]
   features = report["config"]["model"]["features"]
@@ -185,10 +186,17 @@ def test_cli_speaker_cmvn_protocol(tmp_path, capsys):
   assert evals["test_speaker_eval_half"]["utterances"] == 2    # takes 6 and 7
   assert evals["test_speaker_eval_half_adapted"]["utterances"] == 2
   assert "test_eval_half" not in evals    # carol's takes 0-4 are all in the adaptation half
+  for name in ("adapted_prior_matched", "self_trained", "self_trained_prior_matched"):
+    assert evals[f"test_speaker_eval_half_{name}"]["utterances"] == 2
+  rounds = evals["test_speaker_eval_half_self_trained"]["pseudo_labels"]
+  assert len(rounds) == 1 and 1 <= rounds[0] <= 6    # of the 6 takes in the adaptation half
+  assert len(evals["test_speaker_eval_half_adapted_prior_matched"]["prior_matching_bias"][
+      "carol"]) == 10
   assert main(["--quiet", "speech", "eval", "--ckpt", str(run), "--closed-vocabulary",
-               "--json", str(tmp_path / "eval.json")]) == 0
+               "--prior-matching", "--json", str(tmp_path / "eval.json")]) == 0
   evaluated = json.loads((tmp_path / "eval.json").read_text())["metrics"]
-  for name in ("test_speaker_eval_half", "test_speaker_eval_half_adapted"):
+  for name in ("test_speaker_eval_half", "test_speaker_eval_half_adapted",
+               "test_speaker_eval_half_adapted_prior_matched"):
     assert evaluated[name]["closed_vocabulary"] == evals[name]["closed_vocabulary"]
 
 
