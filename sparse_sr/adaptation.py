@@ -1,4 +1,5 @@
-"""Unsupervised adaptation to an unseen speaker: speaker-level feature normalization.
+"""Unsupervised adaptation to an unseen speaker: speaker-level feature normalization, prior
+matching of closed-vocabulary decisions, class-balanced self-training.
 
 The protocol (:func:`adaptation_split`) divides a held-out speaker's recordings by take
 index: the first takes form the *adaptation* half, whose audio may be used but whose
@@ -9,7 +10,7 @@ only, before adaptation (the speaker normalized by the pooled training statistic
 Speaker-level CMVN (cepstral mean and variance normalization per speaker, as Kaldi's
 ``compute-cmvn-stats --spk2utt``; Viikki & Laurila 1998, Speech Communication 25(1-3),
 "Cepstral domain segmental feature vector normalization for noise robust speech
-recognition"): log-mel features are normalized by the mean and standard deviation of all
+recognition"): features (log-mels or cepstra) are normalized by the mean and standard deviation of all
 frames of the speaker rather than of the utterance, so a short isolated word keeps its own
 spectral shape while the speaker's static characteristics (spectral tilt, level) are
 removed. Training speakers' statistics come from their training recordings; the unseen
@@ -23,6 +24,11 @@ the model's mean posterior over the adaptation half equals that prior (Sinkhorn'
 equipartition, as in Asano et al. 2020, arXiv:1911.05371, Sec. 3.1; the inverse of Saerens et
 al. 2002, Neural Computation 14(1), who estimate new priors under fixed likelihoods), and
 are added to the evaluation half's scores.
+
+Class-balanced self-training (:func:`self_train`) fine-tunes a copy of the model on the
+adaptation half with prior-matched pseudo-labels (per word, the most confident ones) plus the
+training data; unlike plain confidence filtering, whose pseudo-labels repeat the speaker's
+systematic errors, every word keeps its share.
 """
 
 from __future__ import annotations
@@ -35,7 +41,6 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from flax import nnx
 from scipy.special import logsumexp
 
