@@ -22,11 +22,22 @@ QUICK_RECIPE = dict(ctc_weight=0.9, dropout=0.0, spec_augment="off")
 PAPER_RECIPE = dict(ctc_weight=0.1, dropout=None, spec_augment="on")  # None: the preset's
 VTLN_WARPS = tuple(round(0.8 + 0.05 * k, 2) for k in range(9))   # 0.8 .. 1.2
 SPEAKER_CMVN_HELP = (
-    "normalize log-mels by speaker-level statistics (Kaldi-style CMVN) instead of per "
-    "utterance: training speakers by their training recordings; a speaker not in training "
-    "by the pooled training statistics (split NAME), and, on the evaluation half of its "
-    "recordings, also by the statistics of its adaptation half (NAME_eval_half_adapted, "
-    "beside NAME_eval_half unadapted); transcripts of the adaptation half are never read")
+    "normalize features (log-mels or cepstra) by speaker-level statistics (Kaldi-style "
+    "CMVN) instead of per utterance: training speakers by their training recordings; a "
+    "speaker not in training by the pooled training statistics (split NAME), and, on the "
+    "evaluation half of its recordings, also by the statistics of its adaptation half "
+    "(NAME_eval_half_adapted, beside NAME_eval_half unadapted); transcripts of the adaptation "
+    "half are never read")
+PRIOR_MATCHING_HELP = (
+    "with --speaker-cmvn and --closed-vocabulary: also decide NAME_eval_half_adapted with "
+    "per-word offsets that make the model's mean posterior over the speaker's adaptation half "
+    "uniform (its transcripts are never read), as split NAME_eval_half_adapted_prior_matched")
+SELF_TRAIN_HELP = (
+    "with --prior-matching: after training, adapt the model to each unseen speaker by ROUNDS "
+    "rounds of class-balanced self-training on its adaptation half (prior-matched "
+    "pseudo-labels, per word the 80%% most confident; 150 fine-tuning steps at LR 5e-4 with "
+    "the training data; transcripts never read), reported as NAME_eval_half_self_trained and "
+    "NAME_eval_half_self_trained_prior_matched (default 0: off)")
 VTLN_HELP = ("also evaluate with test-time vocal tract length normalization: per speaker, "
              "the frequency warp in 0.8..1.2 under which the best CTC paths are most "
              "probable (no transcripts used); reported as split NAME_vtln")
@@ -90,6 +101,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="mel bands (default 80, as Auto-AVSR); fewer, wider bands blur "
                      "the pitch harmonics of individual speakers. SpecAugment's widest "
                      "frequency mask scales with it")
+  train.add_argument("--mfcc", type=int, default=0, metavar="C",
+                     help="feed the model C mel-frequency cepstral coefficients (DCT-II of "
+                     "the log-mels: the spectral envelope without the pitch harmonics) instead "
+                     "of the log-mels, e.g. 20 (default 0: log-mels). SpecAugment's widest "
+                     "frequency mask scales with the feature count")
+  train.add_argument("--lifter", type=float, default=0.0,
+                     help="with --mfcc: sinusoidal cepstral liftering, e.g. 22 (default 0: none)")
   train.add_argument("--tempo", type=float, default=0.0,
                      help="tempo perturbation while training: speaking rates drawn from "
                      "1 +- TEMPO per utterance, e.g. 0.1; with --vtlp, speed perturbation "
@@ -104,6 +122,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "training transcripts (e.g. FSDD's ten digit words)")
   train.add_argument("--vtln", action="store_true", help=VTLN_HELP)
   train.add_argument("--speaker-cmvn", action="store_true", help=SPEAKER_CMVN_HELP)
+  train.add_argument("--prior-matching", action="store_true", help=PRIOR_MATCHING_HELP)
+  train.add_argument("--self-train", type=int, default=0, metavar="ROUNDS",
+                     help=SELF_TRAIN_HELP)
   train.add_argument("--adaptation-takes", type=int, default=25,
                      help="with --speaker-cmvn: an unseen FSDD speaker's takes below this "
                      "index form the (unlabelled) adaptation half, the others the evaluation "
@@ -126,6 +147,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   evaluate.add_argument("--closed-vocabulary", action="store_true",
                         help="also pick the best of the distinct training transcripts")
   evaluate.add_argument("--vtln", action="store_true", help=VTLN_HELP)
+  evaluate.add_argument("--prior-matching", action="store_true", help=PRIOR_MATCHING_HELP)
   evaluate.set_defaults(func=cmd_eval)
 
 
@@ -280,15 +302,26 @@ def cmd_train(args) -> int:
   from sparse_sr import model as model_lib
   from sparse_sr.data import corpus
   from sparse_sr.data.loader import Dataset
+  from sparse_sr.features import FeatureConfig
   from sparse_sr.tokenizer import CharTokenizer, SentencePieceTokenizer
   from sparse_sr.train import TrainConfig, train
 
   out = _out_dir(args, "speech-run")
   check_sparse_and_pruning_args(args)
+  if args.prior_matching and not (args.speaker_cmvn and args.closed_vocabulary):
+    raise ValueError("--prior-matching adapts closed-vocabulary decisions under speaker CMVN; "
+                     "give --speaker-cmvn and --closed-vocabulary")
+  if args.self_train < 0 or (args.self_train and not args.prior_matching):
+    raise ValueError(f"--self-train must be >= 0 and needs --prior-matching, got "
+                     f"{args.self_train}")
   if args.speaker_cmvn and args.modality == "video":
     raise ValueError("--speaker-cmvn normalizes audio features; use --modality audio or av")
   if args.adaptation_takes < 1:
     raise ValueError(f"--adaptation-takes must be at least 1, got {args.adaptation_takes}")
+  if not 0 <= args.mfcc <= (args.n_mels or FeatureConfig.n_mels):
+    raise ValueError(f"--mfcc must be between 0 and the number of mel bands, got {args.mfcc}")
+  if args.lifter and not args.mfcc:
+    raise ValueError("--lifter applies to cepstra; give --mfcc too")
   if args.model not in model_lib.PRESETS:
     raise ValueError(f"unknown model {args.model!r}; choose from {sorted(model_lib.PRESETS)}")
   if args.data:
@@ -322,15 +355,17 @@ def cmd_train(args) -> int:
     model_config = dataclasses.replace(model_config, vtlp_warp=args.vtlp)
   if args.tempo:
     model_config = dataclasses.replace(model_config, tempo_change=args.tempo)
-  if args.n_mels is not None:
-    if args.n_mels < 8:
-      raise ValueError(f"--n-mels must be at least 8, got {args.n_mels}")
-    base = model_config.features.n_mels
+  if args.n_mels is not None and args.n_mels < 8:
+    raise ValueError(f"--n-mels must be at least 8, got {args.n_mels}")
+  if args.mfcc or args.n_mels is not None:
+    base = model_config.features.dim
+    features = dataclasses.replace(
+        model_config.features, n_mels=args.n_mels or model_config.features.n_mels,
+        n_cepstra=args.mfcc, cepstral_lifter=args.lifter)
     model_config = dataclasses.replace(
-        model_config, features=dataclasses.replace(model_config.features, n_mels=args.n_mels),
-        spec_augment=dataclasses.replace(
+        model_config, features=features, spec_augment=dataclasses.replace(
             model_config.spec_augment,
-            freq_width=round(model_config.spec_augment.freq_width * args.n_mels / base)))
+            freq_width=round(model_config.spec_augment.freq_width * features.dim / base)))
   if recipe["spec_augment"] == "off":
     model_config = dataclasses.replace(model_config, spec_augment=None)
   defaults = QUICK_TRAIN if args.quick else dict(steps=3000, batch_size=32, learning_rate=2e-3,
@@ -395,6 +430,13 @@ def cmd_train(args) -> int:
       evaluations[f"{name}_vtln"] = evaluate(
           result["model"], dataset, mesh=mesh, batch_size=train_config.eval_batch_size,
           candidates=candidates, warps=VTLN_WARPS, transform=eval_transforms[name])
+  if args.prior_matching:
+    evaluations.update(_prior_matched(result["model"], eval_sets, eval_transforms, candidates,
+                                      args.adaptation_takes, train_config.eval_batch_size))
+  if args.self_train:
+    evaluations.update(_self_trained(result["model"], train_set, eval_sets, eval_transforms,
+                                     candidates, args.adaptation_takes, train_config,
+                                     args.self_train, mesh))
   history = result["history"]
   from flax import nnx
   metrics = {
@@ -424,12 +466,70 @@ def cmd_train(args) -> int:
                 config={"model": dataclasses.asdict(model_config),
                         "train": dataclasses.asdict(train_config), "mesh": dict(mesh.shape),
                         **sparse_config, "speaker_cmvn": args.speaker_cmvn,
+                        "prior_matching": args.prior_matching, "self_train": args.self_train,
                         "adaptation_takes": args.adaptation_takes,
                         "workdir": str(workdir)},
                 data=data, metrics=metrics,
                 timings={"wall_seconds": wall, "train_step_seconds": result["train_seconds"]}),
          args)
   return 0
+
+
+def _prior_matched(model, eval_sets: dict, transforms: dict, candidates, adaptation_takes: int,
+                   batch_size: int = 32, ctc_weight: float = 0.3) -> dict:
+  """``NAME_eval_half_adapted_prior_matched`` for each ``NAME_eval_half_adapted`` split."""
+  return {f"{name}_prior_matched": _prior_matched_split(
+              model, name, eval_sets, transforms, candidates, adaptation_takes, batch_size,
+              ctc_weight)
+          for name in eval_sets if name.endswith("_eval_half_adapted")}
+
+
+def _prior_matched_split(model, name: str, eval_sets: dict, transforms: dict, candidates,
+                         adaptation_takes: int, batch_size: int = 32,
+                         ctc_weight: float = 0.3) -> dict:
+  """Split ``name`` (``NAME_eval_half_adapted``) decided with the prior-matching offsets of
+  its speakers' adaptation halves (taken from ``NAME``, which holds all their takes)."""
+  from sparse_sr.adaptation import prior_matching_biases
+  from sparse_sr.train import evaluate
+  dataset = eval_sets[name]
+  speakers = {u.speaker for u in dataset.utterances}
+  source = eval_sets[name.removesuffix("_eval_half_adapted")]
+  biases = prior_matching_biases(
+      model, [u for u in source.utterances if u.speaker in speakers], transforms[name].stats,
+      candidates, dataset.tokenizer, adaptation_takes, ctc_weight)
+  return {**evaluate(model, dataset, batch_size=batch_size, candidates=candidates,
+                     ctc_weight=ctc_weight, transform=transforms[name],
+                     candidate_bias=biases),
+          "prior_matching_bias": {s: [round(float(x), 3) for x in b] for s, b in biases.items()}}
+
+
+def _self_trained(model, train_set, eval_sets: dict, transforms: dict, candidates,
+                  adaptation_takes: int, train_config, rounds: int, mesh) -> dict:
+  """``NAME_eval_half_self_trained`` (and ``..._prior_matched``): each
+  ``NAME_eval_half_adapted`` split decided by the model self-trained on its speakers'
+  adaptation halves (:func:`sparse_sr.adaptation.self_train`)."""
+  from sparse_sr.adaptation import SelfTrainingConfig, adaptation_split, self_train
+  from sparse_sr.train import evaluate
+  out = {}
+  for name, dataset in eval_sets.items():
+    if not name.endswith("_eval_half_adapted"):
+      continue
+    base = name.removesuffix("_adapted")
+    speakers = sorted({u.speaker for u in dataset.utterances})
+    source = eval_sets[name.removesuffix("_eval_half_adapted")]
+    adaptation = [u for s in speakers for u in adaptation_split(
+        [u for u in source.utterances if u.speaker == s], adaptation_takes)[0]]
+    stats = transforms[name].stats
+    adapted, history = self_train(model, adaptation, train_set, candidates, stats, train_config,
+                                  SelfTrainingConfig(rounds=rounds), mesh)
+    out[f"{base}_self_trained"] = {
+        **evaluate(adapted, dataset, batch_size=train_config.eval_batch_size,
+                   candidates=candidates, transform=transforms[name]),
+        "pseudo_labels": [len(r["labels"]) for r in history]}
+    out[f"{base}_self_trained_prior_matched"] = _prior_matched_split(
+        adapted, name, eval_sets, transforms, candidates, adaptation_takes,
+        train_config.eval_batch_size)
+  return out
 
 
 def load_run(workdir: Path):
@@ -467,6 +567,9 @@ def cmd_eval(args) -> int:
     train_set = Dataset(corpus.read_manifest(data_dir / "train.jsonl"), tokenizer, **uses)
     _, splits = speaker_cmvn_splits(train_set, eval_sets, model.config.features,
                                     config["adaptation_takes"])
+  if args.prior_matching and not (config.get("speaker_cmvn") and candidates):
+    raise ValueError("--prior-matching needs --closed-vocabulary and a model trained with "
+                     "--speaker-cmvn")
   for name, (dataset, transform) in splits.items():
     metrics[name] = evaluate(model, dataset, beam=args.beam, ctc_weight=args.ctc_weight,
                              candidates=candidates, transform=transform)
@@ -474,6 +577,10 @@ def cmd_eval(args) -> int:
       metrics[f"{name}_vtln"] = evaluate(model, dataset, ctc_weight=args.ctc_weight,
                                          candidates=candidates, warps=VTLN_WARPS,
                                          transform=transform)
+  if args.prior_matching:
+    metrics.update(_prior_matched(model, {name: d for name, (d, _) in splits.items()},
+                                  {name: t for name, (_, t) in splits.items()}, candidates,
+                                  config["adaptation_takes"], ctc_weight=args.ctc_weight))
   _write(Report("speech-eval", f"jaxrepro speech eval --ckpt {workdir}",
                 config={"beam": args.beam, "ctc_weight": args.ctc_weight,
                         "speaker_cmvn": bool(config.get("speaker_cmvn")),

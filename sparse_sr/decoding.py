@@ -52,6 +52,15 @@ def greedy_attention(model, memory: jax.Array, valid: jax.Array, max_len: int) -
   return tokens[:, 1:]
 
 
+def candidate_tokens(tokenizer, candidates: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+  """``(tokens (K, L), lengths (K,))``: the candidate transcripts, zero-padded."""
+  encoded = [tokenizer.encode(c) for c in candidates]
+  tokens = np.zeros((len(encoded), max(map(len, encoded))), np.int32)
+  for i, ids in enumerate(encoded):
+    tokens[i, :len(ids)] = ids
+  return tokens, np.asarray([len(ids) for ids in encoded], np.int32)
+
+
 def score_candidates(model, memory: jax.Array, valid: jax.Array, tokens: jax.Array,
                      token_len: jax.Array, ctc_weight: float) -> jax.Array:
   """Hybrid negative log-likelihoods ``(batch, K)`` of K candidate transcripts

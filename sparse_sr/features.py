@@ -2,7 +2,11 @@
 
 The front end of Auto-AVSR (Ma et al. 2023, arXiv:2303.14307, Sec. 3) and of MLCommons
 algorithmic-efficiency's Conformer workload: pre-emphasis, 25 ms Hann-windowed frames every
-10 ms, power spectrum, 80 Slaney mel bands (librosa's default filterbank), natural log.
+10 ms, power spectrum, 80 Slaney mel bands (librosa's default filterbank), natural log;
+optionally mel-frequency cepstral coefficients (MFCC; Davis & Mermelstein 1980, "Comparison
+of parametric representations for monosyllabic word recognition in continuously spoken
+sentences", IEEE TASSP 28(4)): the orthonormal DCT-II of the log-mels, truncated, which keeps
+the spectral envelope (formants) and drops the pitch-harmonic fine structure.
 SpecAugment (Park et al. 2019, arXiv:1904.08779, Sec. 2) masks random time and frequency
 bands. Everything is jittable and vmappable, so features are computed on the device inside
 the training step.
@@ -29,6 +33,19 @@ class FeatureConfig:
   f_max: float | None = None
   preemphasis: float = 0.97
   log_floor: float = 1e-6
+  n_cepstra: int = 0         # > 0: MFCC, the first n_cepstra DCT-II coefficients (0: log-mels)
+  cepstral_lifter: float = 0.0  # sinusoidal liftering of the cepstra (0: none; e.g. 22)
+
+  def __post_init__(self):
+    if not 0 <= self.n_cepstra <= self.n_mels:
+      raise ValueError(f"n_cepstra must be in [0, n_mels={self.n_mels}], got {self.n_cepstra}")
+    if self.cepstral_lifter < 0:
+      raise ValueError(f"cepstral_lifter must be >= 0, got {self.cepstral_lifter}")
+
+  @property
+  def dim(self) -> int:
+    """Features per frame: cepstra if any, else mel bands."""
+    return self.n_cepstra or self.n_mels
 
   def num_frames(self, num_samples: int) -> int:
     """Frames of a signal of ``num_samples`` (frames must lie inside the signal)."""
@@ -107,6 +124,39 @@ def log_mel_from_power(power: jax.Array, config: FeatureConfig = FeatureConfig()
   mel = power @ mel_filterbank(config.sample_rate, config.n_fft, config.n_mels, config.f_min,
                                config.f_max)
   return jnp.log(mel + config.log_floor)
+
+
+@functools.lru_cache(maxsize=16)
+def dct_matrix(n_in: int, n_out: int) -> np.ndarray:
+  """The first ``n_out`` basis vectors of the orthonormal DCT-II of length ``n_in``, as
+  columns ``(n_in, n_out)``: ``x @ dct_matrix(n, k)`` is ``scipy.fft.dct(x, norm="ortho")[:k]``."""
+  n = np.arange(n_in)[:, None] + 0.5
+  k = np.arange(n_out)[None, :]
+  basis = np.sqrt(2.0 / n_in) * np.cos(np.pi / n_in * n * k)
+  basis[:, 0] /= np.sqrt(2.0)
+  return basis.astype(np.float32)
+
+
+def cepstra(log_mels: jax.Array, n_cepstra: int, lifter: float = 0.0) -> jax.Array:
+  """MFCCs ``(..., frames, n_cepstra)`` of log-mel energies ``(..., frames, n_mels)``: the
+  orthonormal DCT-II over bands, truncated; with ``lifter > 0``, coefficient ``k`` scaled by
+  ``1 + lifter / 2 * sin(pi * (k + 1) / lifter)`` (as librosa's ``mfcc(lifter=...)``;
+  Juang, Rabiner & Wilpon 1987, "On the use of bandpass liftering in speech recognition")."""
+  coefficients = log_mels @ dct_matrix(log_mels.shape[-1], n_cepstra)
+  if lifter:
+    k = np.arange(n_cepstra)
+    coefficients = coefficients * (1 + lifter / 2 * np.sin(np.pi * (k + 1) / lifter)).astype(
+        np.float32)
+  return coefficients
+
+
+def features_from_power(power: jax.Array, config: FeatureConfig = FeatureConfig()) -> jax.Array:
+  """The model's input features ``(..., frames, config.dim)`` of a power spectrogram:
+  log-mels, or their cepstra when ``config.n_cepstra > 0``."""
+  features = log_mel_from_power(power, config)
+  if config.n_cepstra:
+    features = cepstra(features, config.n_cepstra, config.cepstral_lifter)
+  return features
 
 
 def vtlp_source_bins(alpha: jax.Array, num_bins: int, sample_rate: int,
@@ -190,8 +240,8 @@ def normalize(features: jax.Array, lengths: jax.Array) -> jax.Array:
 
 def normalize_with(features: jax.Array, lengths: jax.Array, mean: jax.Array,
                    std: jax.Array) -> jax.Array:
-  """Mean/variance normalization of ``features (batch, frames, mels)`` by given statistics
-  ``mean, std (batch, mels)`` (e.g. a speaker's, see :mod:`sparse_sr.adaptation`), padding
+  """Mean/variance normalization of ``features (batch, frames, dim)`` by given statistics
+  ``mean, std (batch, dim)`` (e.g. a speaker's, see :mod:`sparse_sr.adaptation`), padding
   zeroed."""
   mask = (jnp.arange(features.shape[-2])[None, :] < lengths[:, None])[..., None]
   return jnp.where(mask, (features - mean[:, None, :]) / std[:, None, :], 0.0)

@@ -18,7 +18,7 @@ from flax import nnx
 from sparse_sr.conformer import ConformerConfig, ConformerEncoder, ConvSubsampling
 from sparse_sr.decoder import DecoderConfig, TransformerDecoder
 from sparse_sr.features import (FeatureConfig, SpecAugmentConfig, feature_lengths,
-                                log_mel_from_power, normalize, normalize_with,
+                                features_from_power, normalize, normalize_with,
                                 power_spectrogram, spec_augment,
                                 tempo, vtlp, warp_frequencies)
 from sparse_sr.visual import VisualConfig, VisualFrontEnd
@@ -111,7 +111,7 @@ class SpeechRecognizer(nnx.Module):
     self.config = config
     d = config.encoder.d_model
     if config.uses_audio:
-      self.subsample = ConvSubsampling(config.features.n_mels, config.subsample_channels, d,
+      self.subsample = ConvSubsampling(config.features.dim, config.subsample_channels, d,
                                        rngs=rngs)
       self.audio_encoder = ConformerEncoder(config.encoder, rngs=rngs)
     if config.uses_video:
@@ -126,8 +126,8 @@ class SpeechRecognizer(nnx.Module):
                    frame_index=None, frame_len=None):
     """``warp (batch,)``: fixed frequency warp factors (test-time VTLN, see
     :func:`sparse_sr.features.warp_frequencies`); ``cmvn``: ``(mean, std)``, each
-    ``(batch, n_mels)``, normalize log-mels by these (speaker-level) statistics instead of
-    each utterance's own; ``frame_index (batch, frames)`` and ``frame_len (batch,)``: keep
+    ``(batch, features.dim)``, normalize features by these (speaker-level) statistics instead
+    of each utterance's own; ``frame_index (batch, frames)`` and ``frame_len (batch,)``: keep
     only these feature frames (feature-domain time-drop, :class:`sparse_sr.ddp.TimeDrop`),
     gathered before anything that looks across frames, so the encoder's input is shorter."""
     power = power_spectrogram(audio, self.config.features)
@@ -141,7 +141,7 @@ class SpeechRecognizer(nnx.Module):
       power = vtlp(rngs.augment(), power, self.config.vtlp_warp, self.config.features)
     if rngs is not None and self.config.tempo_change:
       power, lengths = tempo(rngs.augment(), power, lengths, self.config.tempo_change)
-    features = log_mel_from_power(power, self.config.features)
+    features = features_from_power(power, self.config.features)
     features = (normalize(features, lengths) if cmvn is None
                 else normalize_with(features, lengths, *cmvn))
     if rngs is not None and self.config.spec_augment is not None:

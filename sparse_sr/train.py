@@ -29,8 +29,9 @@ from jaxrepro.metrics import MetricsLogger
 from jaxrepro.progress import progress
 from jaxrepro.sparsity import path_names
 from sparse_sr.data.loader import BatchIterator, Dataset, Padding, Sampler, eval_batches
-from sparse_sr.decoding import (beam_search, decoder_log_prob_fn, error_rates,
-                                greedy_attention, greedy_ctc, score_candidates, strip_eos)
+from sparse_sr.decoding import (beam_search, candidate_tokens, decoder_log_prob_fn,
+                                error_rates, greedy_attention, greedy_ctc, score_candidates,
+                                strip_eos)
 from sparse_sr.losses import hybrid_loss
 from sparse_sr.model import ModelConfig, SpeechRecognizer
 
@@ -118,7 +119,8 @@ def evaluate(model: SpeechRecognizer, dataset: Dataset, *, batch_size: int = 32,
              max_utterances: int | None = None,
              candidates: Sequence[str] | None = None,
              warps: Sequence[float] | None = None,
-             transform: Callable[[dict], dict] | None = None) -> dict[str, Any]:
+             transform: Callable[[dict], dict] | None = None,
+             candidate_bias: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
   """WER/CER of greedy CTC, greedy attention decoding, joint CTC/attention beam search
   when ``beam > 0``, and closed-vocabulary recognition (the best-scoring of ``candidates``
   under the hybrid model) when given, on ``dataset``.
@@ -130,6 +132,9 @@ def evaluate(model: SpeechRecognizer, dataset: Dataset, *, batch_size: int = 32,
   probable (no transcript is used). Results are those under the chosen factors, listed in
   ``result["vtln"]``; beam search is then not available. ``transform(batch)`` adds inputs
   to every batch (e.g. :class:`sparse_sr.adaptation.SpeakerCMVN`'s speaker statistics).
+  ``candidate_bias`` maps a speaker to offsets ``(K,)`` of ``sorted(set(candidates))``,
+  added to their log-likelihoods in closed-vocabulary recognition (see
+  :func:`sparse_sr.adaptation.prior_matching_bias`; other speakers: none).
   """
   if warps and beam:
     raise ValueError("test-time VTLN (warps) decodes greedily; use beam=0")
@@ -140,11 +145,7 @@ def evaluate(model: SpeechRecognizer, dataset: Dataset, *, batch_size: int = 32,
   decoder_fn = decoder_log_prob_fn(model) if beam else None
   if candidates:
     candidates = sorted(set(candidates))
-    encoded = [tokenizer.encode(c) for c in candidates]
-    cand_tokens = np.zeros((len(encoded), max(map(len, encoded))), np.int32)
-    for i, ids in enumerate(encoded):
-      cand_tokens[i, :len(ids)] = ids
-    cand_len = np.asarray([len(ids) for ids in encoded], np.int32)
+    cand_tokens, cand_len = candidate_tokens(tokenizer, candidates)
     scorer = _candidate_fn(graphdef, ctc_weight)
 
   def decode_all(warp: float | None) -> dict[int, dict[str, Any]]:
@@ -162,7 +163,13 @@ def evaluate(model: SpeechRecognizer, dataset: Dataset, *, batch_size: int = 32,
       hyps = greedy_ctc(log_probs, valid)
       best_path = np.sum(np.max(log_probs, -1) * valid, -1)
       if candidates:
-        choice = np.argmin(np.asarray(scorer(state, memory, valid, cand_tokens, cand_len)), 1)
+        scores = np.asarray(scorer(state, memory, valid, cand_tokens, cand_len))
+        if candidate_bias:
+          scores = scores - np.stack([
+              candidate_bias.get(dataset.utterances[int(i)].speaker, np.zeros(len(candidates)))
+              if ok else np.zeros(len(candidates))
+              for i, ok in zip(batch["index"], batch["valid"])])
+        choice = np.argmin(scores, 1)
       for j in np.flatnonzero(batch["valid"]):
         item = {"greedy_ctc": tokenizer.decode(hyps[j]), "best_path": float(best_path[j]),
                 "greedy_attention": tokenizer.decode(strip_eos(att_ids[j]))}

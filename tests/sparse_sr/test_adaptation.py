@@ -3,14 +3,19 @@
 import dataclasses
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.optimize
 from flax import nnx
+from scipy.special import logsumexp
 
 from jaxrepro.cli import main
-from sparse_sr.adaptation import (UNKNOWN_TRANSCRIPT, SpeakerCMVN, adaptation_split,
-                                  held_out_cmvn_splits, pooled_cmvn_stats, speaker_cmvn_stats,
+from sparse_sr.adaptation import (UNKNOWN_TRANSCRIPT, SelfTrainingConfig, SpeakerCMVN,
+                                  adaptation_split, balanced_pseudo_labels, candidate_scores,
+                                  held_out_cmvn_splits, pooled_cmvn_stats, prior_matching_bias,
+                                  prior_matching_biases, self_train, speaker_cmvn_stats,
                                   take_index)
 from sparse_sr.conformer import ConformerConfig
 from sparse_sr.data.audio import read_wav, write_wav
@@ -20,6 +25,7 @@ from sparse_sr.decoder import DecoderConfig
 from sparse_sr.features import FeatureConfig, log_mel, normalize_with
 from sparse_sr.model import ModelConfig, SpeechRecognizer
 from sparse_sr.tokenizer import CharTokenizer
+from sparse_sr.train import TrainConfig
 
 librosa = pytest.importorskip("librosa")
 CONFIG = FeatureConfig()
@@ -83,6 +89,17 @@ def test_speaker_cmvn_stats_match_librosa_frames(tmp_path):
   ref_mean, ref_std = reference_stats(utts)
   np.testing.assert_allclose(pooled_mean, ref_mean, atol=2e-3)
   np.testing.assert_allclose(pooled_std, ref_std, rtol=2e-3, atol=2e-3)
+
+
+def test_speaker_cmvn_stats_of_cepstra_match_librosa_mfcc(tmp_path):
+  utts = recordings(tmp_path, ["alice"], range(4))
+  config = FeatureConfig(n_cepstra=13, cepstral_lifter=22.0)
+  mean, std = speaker_cmvn_stats(Dataset(utts, CharTokenizer()), config)["alice"]
+  frames = np.concatenate([librosa.feature.mfcc(S=librosa_log_mel(u.audio).T, n_mfcc=13,
+                                                lifter=22.0).T for u in utts])
+  assert mean.shape == std.shape == (13,)
+  np.testing.assert_allclose(mean, frames.mean(0), atol=2e-2, rtol=1e-3)
+  np.testing.assert_allclose(std, np.sqrt(frames.var(0) + 1e-5), atol=2e-2, rtol=1e-3)
 
 
 def test_protocol_reads_neither_transcripts_nor_evaluation_audio(tmp_path):
@@ -156,17 +173,115 @@ def test_cli_speaker_cmvn_protocol(tmp_path, capsys):
   run = tmp_path / "run"
   assert main(["--quiet", "speech", "train", "--data", str(corpus_dir), "--model",
                "conformer-nano", "--steps", "2", "--batch-size", "2", "--speaker-cmvn",
-               "--adaptation-takes", "6", "--closed-vocabulary", "--workdir", str(run),
-               "--json", str(tmp_path / "train.json")]) == 0
+               "--adaptation-takes", "6", "--closed-vocabulary", "--mfcc", "13", "--lifter",
+               "22", "--prior-matching", "--self-train", "1", "--workdir", str(run), "--json",
+               str(tmp_path / "train.json")]) == 0
   report = json.loads((tmp_path / "train.json").read_text())
   evals = report["metrics"]["eval"]
+  features = report["config"]["model"]["features"]
+  assert features["n_cepstra"] == 13 and features["cepstral_lifter"] == 22.0
+  assert report["config"]["model"]["spec_augment"]["freq_width"] == round(27 * 13 / 80)
   assert report["config"]["speaker_cmvn"] and report["config"]["adaptation_takes"] == 6
   assert evals["test_speaker"]["utterances"] == 8           # unadapted, every take
   assert evals["test_speaker_eval_half"]["utterances"] == 2    # takes 6 and 7
   assert evals["test_speaker_eval_half_adapted"]["utterances"] == 2
   assert "test_eval_half" not in evals    # carol's takes 0-4 are all in the adaptation half
+  for name in ("adapted_prior_matched", "self_trained", "self_trained_prior_matched"):
+    assert evals[f"test_speaker_eval_half_{name}"]["utterances"] == 2
+  rounds = evals["test_speaker_eval_half_self_trained"]["pseudo_labels"]
+  assert len(rounds) == 1 and 1 <= rounds[0] <= 6    # of the 6 takes in the adaptation half
+  # one offset per candidate: the training split's words (takes 5-7: five, six, seven)
+  assert len(evals["test_speaker_eval_half_adapted_prior_matched"]["prior_matching_bias"][
+      "carol"]) == 3
   assert main(["--quiet", "speech", "eval", "--ckpt", str(run), "--closed-vocabulary",
-               "--json", str(tmp_path / "eval.json")]) == 0
+               "--prior-matching", "--json", str(tmp_path / "eval.json")]) == 0
   evaluated = json.loads((tmp_path / "eval.json").read_text())["metrics"]
-  for name in ("test_speaker_eval_half", "test_speaker_eval_half_adapted"):
+  for name in ("test_speaker_eval_half", "test_speaker_eval_half_adapted",
+               "test_speaker_eval_half_adapted_prior_matched"):
     assert evaluated[name]["closed_vocabulary"] == evals[name]["closed_vocabulary"]
+
+
+@pytest.mark.parametrize("prior", [None, [0.1, 0.2, 0.3, 0.15, 0.25]])
+def test_prior_matching_bias_minimizes_its_convex_objective(prior):
+  rng = np.random.default_rng(3)
+  scores = rng.gamma(2.0, 3.0, size=(60, 5)) + np.asarray([0.0, 4.0, -2.0, 1.0, 0.5])
+  bias = prior_matching_bias(scores, None if prior is None else np.asarray(prior))
+  target = np.full(5, 0.2) if prior is None else np.asarray(prior)
+  posterior = np.exp(bias - scores - logsumexp(bias - scores, axis=1, keepdims=True))
+  np.testing.assert_allclose(posterior.mean(0), target, atol=1e-6)
+  # the minimizer of mean_i logsumexp(b - s_i) - prior . b, found by a generic optimizer
+  objective = lambda b: np.mean(logsumexp(b - scores, axis=1)) - target @ b
+  reference = scipy.optimize.minimize(objective, np.zeros(5), method="BFGS", tol=1e-12).x
+  np.testing.assert_allclose(bias, reference - reference.mean(), atol=1e-4)
+  assert abs(bias.mean()) < 1e-9
+
+
+def test_balanced_pseudo_labels_undo_a_systematic_confusion():
+  """Ten words, 20 utterances each; the model (scores = negative log-likelihoods) prefers
+  word 0 by a constant 3 nats, so plain decisions take most of word 1's utterances."""
+  rng = np.random.default_rng(4)
+  truth = np.repeat(np.arange(10), 20)
+  scores = rng.normal(0, 1, size=(200, 10)) + 4.0
+  scores[np.arange(200), truth] -= 4.0
+  scores[:, 0] -= 3.0
+  scores[truth == 1, 1] += 2.0   # word 1 is badly modelled for this speaker
+  assert np.mean(np.argmin(scores, 1)[truth == 1] == 1) < 0.5
+  selected, labels = balanced_pseudo_labels(scores, keep=0.5)
+  assert np.mean(labels == truth[selected]) > 0.95
+  decided = np.argmin(scores - prior_matching_bias(scores), 1)
+  for word in range(10):
+    assert (labels == word).sum() == max(1, round(0.5 * (decided == word).sum()))
+  assert set(labels) == set(range(10))
+  with pytest.raises(ValueError, match="keep"):
+    balanced_pseudo_labels(scores, keep=0.0)
+
+
+def _unseen_speaker(tmp_path):
+  """A training speaker, an unseen one (takes 0-3 adapt, 4-5 evaluate), a nano model, the
+  speaker statistics, and the unseen speaker's recordings tampered with: garbage transcripts
+  in the adaptation half, unreadable audio in the evaluation half."""
+  tok = CharTokenizer()
+  train = recordings(tmp_path, ["alice"], range(4))
+  unseen = recordings(tmp_path, ["carol"], range(6), seed=1)
+  model = SpeechRecognizer(ModelConfig(
+      vocab_size=tok.vocab_size, encoder=ConformerConfig(32, 2, 1, conv_kernel=5),
+      decoder=DecoderConfig(1, 2), subsample_channels=4, spec_augment=None),
+      rngs=nnx.Rngs(0))
+  stats = {**speaker_cmvn_stats(Dataset(train, tok), CONFIG),
+           **speaker_cmvn_stats(Dataset(unseen[:4], tok), CONFIG)}
+  tampered = ([dataclasses.replace(u, text="garbage words") for u in unseen[:4]]
+              + [dataclasses.replace(u, audio=tmp_path / "missing.wav") for u in unseen[4:]])
+  return tok, train, unseen, tampered, model, stats
+
+
+def test_prior_matching_reads_no_transcripts_nor_evaluation_audio(tmp_path):
+  """The offsets depend on the adaptation half's audio only."""
+  tok, _, unseen, tampered, model, stats = _unseen_speaker(tmp_path)
+  candidates = sorted(set(DIGIT_WORDS))
+  biases = [prior_matching_biases(model, utts, stats, candidates, tok, adaptation_takes=4)
+            for utts in (unseen, tampered)]
+  np.testing.assert_array_equal(biases[0]["carol"], biases[1]["carol"])
+  # the offsets are those of the adaptation half's scores (with its speaker's statistics)
+  half = Dataset(unseen[:4], tok)
+  scores = candidate_scores(model, half, candidates, transform=SpeakerCMVN(half, stats))
+  np.testing.assert_allclose(biases[0]["carol"], prior_matching_bias(scores), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_self_training_reads_no_transcripts(tmp_path):
+  """Self-training on the tampered adaptation half pseudo-labels as the clean half's scores
+  decide, and fine-tunes a copy of the model."""
+  tok, train, unseen, tampered, model, stats = _unseen_speaker(tmp_path)
+  candidates = sorted(set(DIGIT_WORDS))
+  half = Dataset(unseen[:4], tok)
+  scores = candidate_scores(model, half, candidates, transform=SpeakerCMVN(half, stats))
+  selected, labels = balanced_pseudo_labels(scores, keep=1.0)
+  config = TrainConfig(steps=2, batch_size=2, warmup_steps=1, num_buckets=1)
+  before = [np.asarray(x) for x in jax.tree.leaves(nnx.state(model))]
+  adapted, rounds = self_train(model, tampered[:4], Dataset(train, tok), candidates, stats,
+                               config, SelfTrainingConfig(steps=2, keep=1.0))
+  assert rounds[0]["labels"] == {unseen[i].id: candidates[c] for i, c in zip(selected, labels)}
+  for a, b in zip(before, jax.tree.leaves(nnx.state(model))):   # the model is untouched
+    np.testing.assert_array_equal(a, b)
+  assert any(not np.array_equal(a, b)                              # its copy fine-tuned
+             for a, b in zip(before, jax.tree.leaves(nnx.state(adapted))))

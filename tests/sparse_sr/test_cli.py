@@ -49,6 +49,10 @@ def test_bad_inputs_exit_2_with_a_message(tmp_path, capsys):
   assert "config.json" in capsys.readouterr().err
   assert main(["speech", "train", "--data", str(tmp_path), "--model", "conformer-huge"]) == 2
   assert "conformer-huge" in capsys.readouterr().err
+  assert main(["speech", "train", "--data", str(tmp_path), "--lifter", "22"]) == 2
+  assert "--mfcc" in capsys.readouterr().err
+  assert main(["speech", "train", "--data", str(tmp_path), "--mfcc", "81"]) == 2
+  assert "--mfcc" in capsys.readouterr().err
 
 
 def test_bad_sparse_and_pruning_flags_exit_2(tmp_path, capsys):

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sparse_sr.features import (FeatureConfig, SpecAugmentConfig, feature_lengths, log_mel,
-                                mel_filterbank, normalize, power_spectrogram, spec_augment,
-                                tempo, vtlp, vtlp_source_bins)
+from sparse_sr.features import (FeatureConfig, SpecAugmentConfig, feature_lengths,
+                                features_from_power, log_mel, mel_filterbank, normalize,
+                                power_spectrogram, spec_augment, tempo, vtlp, vtlp_source_bins)
 
 librosa = pytest.importorskip("librosa")
 
@@ -30,6 +30,37 @@ def test_log_mel_matches_librosa():
   ours = np.asarray(log_mel(jnp.asarray(signal), config))
   assert ours.shape == (config.num_frames(signal.size), 80) == ref.T.shape
   np.testing.assert_allclose(ours, np.log(ref.T + config.log_floor), atol=2e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("n_cepstra, lifter", [(13, 0.0), (20, 22.0), (80, 0.0)])
+def test_mfcc_matches_librosa(n_cepstra, lifter):
+  """Cepstra of the front end against librosa's MFCC (orthonormal DCT-II, its liftering)
+  of librosa's own log-mel spectrogram of the same pre-emphasized signal."""
+  rng = np.random.default_rng(2)
+  t = np.arange(6000) / 16000
+  signal = (0.4 * np.sin(2 * np.pi * 300 * t) + 0.3 * np.sin(2 * np.pi * 2100 * t)
+            + 0.05 * rng.normal(size=t.size)).astype(np.float32)
+  config = FeatureConfig(n_cepstra=n_cepstra, cepstral_lifter=lifter)
+  emphasized = np.concatenate([signal[:1], signal[1:] - 0.97 * signal[:-1]])
+  mel = librosa.feature.melspectrogram(
+      y=emphasized, sr=16000, n_fft=512, win_length=400, hop_length=160, n_mels=80,
+      center=False, power=2.0, window="hann")
+  ref = librosa.feature.mfcc(S=np.log(mel + config.log_floor), n_mfcc=n_cepstra,
+                             lifter=lifter).T
+  ours = np.asarray(features_from_power(power_spectrogram(jnp.asarray(signal), config), config))
+  assert ours.shape == ref.shape == (config.num_frames(signal.size), config.dim)
+  np.testing.assert_allclose(ours, ref, atol=2e-2, rtol=1e-4)
+  if n_cepstra == 80 and not lifter:  # the full orthonormal DCT keeps every log-mel's energy
+    log_mels = np.asarray(log_mel(jnp.asarray(signal), FeatureConfig()))
+    np.testing.assert_allclose(np.sum(ours ** 2, -1), np.sum(log_mels ** 2, -1), rtol=1e-4)
+
+
+def test_feature_config_rejects_bad_cepstra():
+  with pytest.raises(ValueError, match="n_cepstra"):
+    FeatureConfig(n_mels=40, n_cepstra=41)
+  with pytest.raises(ValueError, match="cepstral_lifter"):
+    FeatureConfig(n_cepstra=13, cepstral_lifter=-1.0)
+  assert FeatureConfig().dim == 80 and FeatureConfig(n_cepstra=13).dim == 13
 
 
 def test_feature_lengths_count_frames_inside_the_signal():
