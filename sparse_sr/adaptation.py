@@ -44,11 +44,13 @@ import numpy as np
 from flax import nnx
 from scipy.special import logsumexp
 
+from jaxrepro.mesh import make_mesh, shard_batch
 from sparse_sr.data.corpus import Utterance
-from sparse_sr.data.loader import Dataset, Padding, eval_batches
+from sparse_sr.data.loader import BatchIterator, Dataset, Padding, eval_batches
 from sparse_sr.decoding import candidate_tokens, score_candidates
 from sparse_sr.features import (FeatureConfig, feature_lengths, features_from_power,
                                 power_spectrogram)
+from sparse_sr.train import make_optimizer, make_train_step
 
 UNKNOWN_TRANSCRIPT = "unknown"  # what the adaptation half's transcripts become
 
@@ -281,9 +283,6 @@ def fine_tune(model, dataset: Dataset, config, transform=None, mesh=None):
   cosine decay from ``config.learning_rate``) from ``model``'s weights on ``dataset``, with
   the training augmentations of ``model.config``; ``transform`` as
   :class:`sparse_sr.data.loader.BatchIterator`'s (e.g. :class:`SpeakerCMVN`)."""
-  from jaxrepro.mesh import make_mesh, shard_batch
-  from sparse_sr.data.loader import BatchIterator
-  from sparse_sr.train import make_optimizer, make_train_step
   mesh = mesh or make_mesh()
   graphdef, params, other = nnx.split(model, nnx.Param, ...)
   optimizer = make_optimizer(config)
