@@ -27,12 +27,23 @@ a re-synthesized corpus it reached 65%), dense and MSRS with both switches. MSRS
 of :func:`sparse_sr.sparse_methods.sparse_training` everywhere: the mask is learned in the
 first 10% of the steps.
 
-Run: ``python -m benchmarks.bench_msrs [--quick | --medium | --words] [--resume]`` or
-``jaxrepro bench msrs [--quick]``.
+Options: ``--model NAME`` replaces the size's model by a preset of
+:data:`sparse_sr.model.PRESETS` (e.g. ``--medium --model conformer-tiny``: the same task, corpus
+and schedule with a larger model); ``--seed N`` (default 0) seeds initialization, data order
+and masks; ``--methods a,b`` runs only those of the size's methods (labels of ``dense``,
+``magnitude``, ``set``, ``rigl``, ``msrs-dense``, ``msrs-sparse``), in the order given. Rows
+record size, modality, method label, model and seed, and ``--resume`` reuses only rows whose
+five agree, so runs of different models or seeds share one ``msrs_rows.jsonl`` without mixing.
+The verdict needs a dense row of the same configuration (run now or resumed).
+
+Run: ``python -m benchmarks.bench_msrs [--quick | --medium | --words] [--model NAME]
+[--seed N] [--methods a,b] [--resume]`` or ``jaxrepro bench msrs [--quick]``.
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
 import json
 from pathlib import Path
 
@@ -87,6 +98,39 @@ def gradient_flow(records: list[dict]) -> dict[str, dict[str, float]]:
       groups.setdefault(group, []).append(total ** 0.5)
   return {g: {"median": float(np.median(v)), "min": float(np.min(v)), "max": float(np.max(v))}
           for g, v in sorted(groups.items())}
+
+
+def pick_methods(size_methods: list[tuple[str, str, str]],
+                 labels: tuple[str, ...] | None) -> list[tuple[str, str, str]]:
+  """The (label, method, switch) entries of ``size_methods`` named by ``labels``, in that
+  order; all of them when ``labels`` is None."""
+  if labels is None:
+    return list(size_methods)
+  known = {entry[0]: entry for entry in size_methods}
+  unknown = [label for label in labels if label not in known]
+  if unknown or not labels:
+    raise ValueError(f"unknown methods {unknown} for this size; known: {', '.join(known)}")
+  return [known[label] for label in dict.fromkeys(labels)]
+
+
+def row_key(row: dict) -> tuple:
+  """What a row of ``msrs_rows.jsonl`` was run with: (size, modality, label, model, seed).
+  Rows written before model and seed were recorded ran the size's default model, seed 0."""
+  return (row["size"], row["modality"], row["label"],
+          row.get("model", SETTINGS[row["size"]]["model"]), row.get("seed", 0))
+
+
+def finished_rows(rows_path: Path) -> dict[tuple, dict]:
+  """The rows of ``rows_path`` by :func:`row_key`, without the key fields (a later row of
+  the same key wins: a rerun replaces an earlier one)."""
+  done = {}
+  if rows_path.is_file():
+    for line in rows_path.read_text().splitlines():
+      row = json.loads(line)
+      key = row_key(row)
+      done[key] = {k: v for k, v in row.items()
+                   if k not in ("size", "modality", "label", "model", "seed")}
+  return done
 
 
 def run_method(method: str, switch: str, modality: str, train_set, test_set, *, model: str,
@@ -165,26 +209,30 @@ WORDS_METHODS = MEDIUM_METHODS[:3]
 
 
 @benchmark("msrs")
-def run(quick: bool, out_dir: Path, size: str | None = None, resume: bool = False) -> Report:
+def run(quick: bool, out_dir: Path, size: str | None = None, resume: bool = False,
+        model: str | None = None, seed: int = 0,
+        method_labels: tuple[str, ...] | None = None) -> Report:
   """``size``: ``quick``, ``medium`` (``--medium``: VSR, dense vs MSRS, on a CPU),
   ``words`` (``--words``: the same on 20 single words) or ``full``; by default ``quick`` or
   ``full`` as ``quick`` says. ``resume`` (``--resume``) reuses the runs already in
-  ``<out>/msrs_rows.jsonl`` for this size instead of rerunning."""
+  ``<out>/msrs_rows.jsonl`` of this configuration (size, model, seed) instead of rerunning.
+  ``model`` (``--model``) replaces the size's model preset, ``seed`` (``--seed``) seeds
+  everything, ``method_labels`` (``--methods``) picks a subset of the size's methods."""
   from sparse_sr.data import corpus
   from sparse_sr.data.loader import Dataset
+  from sparse_sr.model import PRESETS
   from sparse_sr.tokenizer import CharTokenizer
   size = size or ("quick" if quick else "full")
-  settings = SETTINGS[size]
+  if model is not None and model not in PRESETS:
+    raise ValueError(f"unknown model {model!r}; choose from {sorted(PRESETS)}")
+  settings = {**SETTINGS[size], **({"model": model} if model else {}), "seed": seed}
   modalities = ("video", "av") if size == "full" else ("video",)
-  methods = {"quick": QUICK_METHODS, "medium": MEDIUM_METHODS, "words": WORDS_METHODS,
-             "full": ALL_METHODS}[size]
+  methods = pick_methods({"quick": QUICK_METHODS, "medium": MEDIUM_METHODS,
+                          "words": WORDS_METHODS, "full": ALL_METHODS}[size], method_labels)
   folder = make_corpus(size, out_dir)
   rows_path = out_dir / "msrs_rows.jsonl"
-  done = {}
-  if resume and rows_path.is_file():  # rows of finished runs of this configuration
-    for line in rows_path.read_text().splitlines():
-      row = json.loads(line)
-      done[row.pop("size"), row.pop("modality"), row.pop("label")] = row
+  done = finished_rows(rows_path) if resume else {}
+  configuration = {"model": settings["model"], "seed": seed}
   tokenizer = CharTokenizer()
   metrics = {}
   for modality in modalities:
@@ -193,19 +241,23 @@ def run(quick: bool, out_dir: Path, size: str | None = None, resume: bool = Fals
     test_set = Dataset(corpus.read_manifest(folder / "test.jsonl"), tokenizer, **uses)
     rows = {}
     for label, method, switch in methods:
-      if (size, modality, label) in done:
-        rows[label] = done[size, modality, label]
+      key = row_key({"size": size, "modality": modality, "label": label, **configuration})
+      if key in done:
+        rows[label] = done[key]
         continue
       rows[label] = run_method(method, switch, modality, train_set, test_set, **settings)
       with rows_path.open("a") as f:  # survives an interrupted run
         f.write(json.dumps({"size": size, "modality": modality, "label": label,
-                            **rows[label]}) + "\n")
+                            **configuration, **rows[label]}) + "\n")
     metrics[modality] = {"train_utterances": len(train_set),
                          "test_utterances": len(test_set), "runs": rows,
-                         "verdict": verdict(rows)}
+                         "verdict": verdict(rows) if "dense" in rows else None}
   _plot(metrics, out_dir)
+  options = ("" if size == "full" else f" --{size}") + (f" --model {model}" if model else "") \
+      + (f" --seed {seed}" if seed else "") \
+      + (f" --methods {','.join(method_labels)}" if method_labels else "")
   return Report(
-      "msrs", "python -m benchmarks.bench_msrs" + ("" if size == "full" else f" --{size}"),
+      "msrs", "python -m benchmarks.bench_msrs" + options,
       config={**settings, "target_sparsity": SPARSITY, "fail_cer": FAIL_CER,
               "methods": [m[0] for m in methods], "modalities": list(modalities)},
       data=f"embedded:espeak-ng synthesized corpus with synthetic mouth video ({folder})",
@@ -226,15 +278,23 @@ def _plot(metrics: dict, out_dir: Path) -> None:
                 ylabel="CER (greedy CTC)")
 
 
-if __name__ == "__main__":
-  import functools
-  import sys
-  options = {}
-  if "--resume" in sys.argv:
-    sys.argv.remove("--resume")
-    options["resume"] = True
+def _main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(add_help=False)
+  sizes = parser.add_mutually_exclusive_group()
   for size in ("medium", "words"):
-    if f"--{size}" in sys.argv:
-      sys.argv.remove(f"--{size}")
-      options["size"] = size
-  benchmark_main(functools.partial(run, **options), __doc__.splitlines()[0])
+    sizes.add_argument(f"--{size}", dest="size", action="store_const", const=size)
+  parser.add_argument("--resume", action="store_true")
+  parser.add_argument("--model", default=None)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--methods", dest="method_labels", default=None,
+                      type=lambda s: tuple(s.split(",")))
+  extra, rest = parser.parse_known_args(argv)
+  description = (__doc__.splitlines()[0] + " Also: --medium | --words (CPU-sized tasks), "
+                 "--model NAME (a sparse_sr.model preset), --seed N (default 0), --methods a,b "
+                 f"(of {', '.join(m[0] for m in ALL_METHODS)}), --resume (reuse the finished "
+                 "runs of the same size, model and seed in <out>/msrs_rows.jsonl).")
+  benchmark_main(functools.partial(run, **vars(extra)), description, rest)
+
+
+if __name__ == "__main__":
+  _main()
