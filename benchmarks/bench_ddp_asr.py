@@ -8,7 +8,15 @@ combined with time-wise dropping of 30% of the frames, as isolated 10 ms points 
 chunks (re-packed to shorter padded lengths; chunks are the paper's best time-wise
 granularity). ``--variants`` picks among more (``ALL_VARIANTS``): point drop of 20%, 30 ms
 chunks, and ``xf`` variants whose splices are crossfaded over 2.5 ms
-(:func:`sparse_sr.ddp.splice_out`; a hard splice is a click in the log-mel). The paper's
+(:func:`sparse_sr.ddp.splice_out`; a hard splice is a click in the log-mel), ``f`` variants
+that drop log-mel frames inside the model (``domain="features"``), instance-wise ``hard``
+(keep the highest running losses, i.e. drop the well-learned utterances: the observation
+behind InfoBatch, arXiv:2303.04947, which drops a random part of the below-mean-loss samples
+and rescales the rest's gradients instead) and ``easy``, and ``+w0`` variants with no warm-up epoch
+(``warmup_epochs=0``: epoch 0 is already a random keep-0.7 subset, nothing being scored yet,
+so all 8 epochs are pruned and the step ratio is about 1/0.7 instead of 1.36 on FSDD; their
+random baseline ``random+w0`` has no warm-up either). Every pruned variant's label starts with
+its strategy; its baseline is the same label with ``random`` in its place. The paper's
 body was not retrievable here; the protocol follows its abstract (70% of the data matches
 full data; chunk dropping plus instance pruning gives up to 1.6x) and a public summary of it
 (per-epoch re-selection, easy2hard best, chunk better than point).
@@ -43,7 +51,7 @@ of batch 32, one length bucket, variants full / random+point / easy2hard+point; 
 training for a meaningful WER.
 
 Run: ``python -m benchmarks.bench_ddp_asr [--quick] [--corpus fsdd] [--seeds 2]
-[--variants easy2hard+pointxf0.2,...]`` or ``jaxrepro bench ddp_asr [--quick]``.
+[--variants easy2hard+pointxf0.2,hard+w0,...]`` or ``jaxrepro bench ddp_asr [--quick]``.
 """
 
 from __future__ import annotations
