@@ -166,6 +166,10 @@ def add_sparse_and_pruning_args(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--prune", choices=STRATEGIES, default="none",
                       help="dynamic data pruning: which utterances each epoch keeps")
   parser.add_argument("--keep", type=float, default=0.7, help="fraction of utterances kept")
+  parser.add_argument("--prune-warmup-epochs", type=int, default=None, metavar="N",
+                      help="epochs on all utterances before pruning starts, which score "
+                      "every utterance (default 1; 0: the first epoch is already a random "
+                      "--keep subset)")
   parser.add_argument("--reselect-every", type=int, default=0, metavar="N",
                       help="re-select the kept utterances every N steps (at most one epoch; "
                       "default 0: every epoch)")
@@ -191,6 +195,10 @@ def check_sparse_and_pruning_args(args) -> None:
     raise ValueError(f"--reselect-every must be >= 0, got {args.reselect_every}")
   if args.anneal_epochs < 0:
     raise ValueError(f"--anneal-epochs must be >= 0, got {args.anneal_epochs}")
+  if args.prune_warmup_epochs is not None and args.prune_warmup_epochs < 0:
+    raise ValueError(f"--prune-warmup-epochs must be >= 0, got {args.prune_warmup_epochs}")
+  if args.prune_warmup_epochs is not None and args.prune == "none":
+    raise ValueError("--prune-warmup-epochs needs --prune random|easy|hard|easy2hard")
   if args.anneal_epochs and args.prune == "none":
     raise ValueError("--anneal-epochs needs --prune random|easy|hard|easy2hard")
   if args.anneal_epochs and args.reselect_every:
@@ -199,6 +207,11 @@ def check_sparse_and_pruning_args(args) -> None:
     raise ValueError("--reselect-every needs --prune random|easy|hard|easy2hard")
   if args.modality != "audio" and args.time_drop != "none":
     raise ValueError("--time-drop applies to audio-only training (--modality audio)")
+
+
+def prune_warmup_epochs(args) -> int:
+  """``--prune-warmup-epochs``, 1 (the sampler's default) when not given."""
+  return 1 if args.prune_warmup_epochs is None else args.prune_warmup_epochs
 
 
 def sparse_and_pruning(args, optimizer, steps: int, num_examples: int, epochs: int,
@@ -212,13 +225,14 @@ def sparse_and_pruning(args, optimizer, steps: int, num_examples: int, epochs: i
   sampler = None if args.prune == "none" else make_sampler(
       args.prune, num_examples, args.keep, seed=args.seed, total_epochs=epochs,
       reselect_every=args.reselect_every, batch_size=batch_size, total_steps=steps,
-      anneal_epochs=args.anneal_epochs)
+      warmup_epochs=prune_warmup_epochs(args), anneal_epochs=args.anneal_epochs)
   transform = None if args.time_drop == "none" else TimeDrop(
       args.time_drop, args.drop, domain=args.time_drop_domain)
   if transform is not None and args.anneal_epochs:
     transform = OutsideAnnealing(transform, sampler)
   config = {"sparse": describe(args.sparse, reparam), "sparsity": args.sparsity,
             "prune": args.prune, "keep": args.keep, "reselect_every": args.reselect_every,
+            "prune_warmup_epochs": prune_warmup_epochs(args),
             "time_drop": args.time_drop, "time_drop_domain": args.time_drop_domain,
             "drop": args.drop, "anneal_epochs": args.anneal_epochs}
   return optimizer, reparam, sampler, transform, config
@@ -395,6 +409,7 @@ def cmd_train(args) -> int:
   from sparse_sr.train import make_optimizer
   epochs = epochs_for_steps(train_config.steps, len(train_set), train_config.batch_size,
                             1.0 if args.prune == "none" else args.keep,
+                            warmup_epochs=prune_warmup_epochs(args),
                             anneal_epochs=args.anneal_epochs)
   optimizer, reparam, sampler, transform, sparse_config = sparse_and_pruning(
       args, make_optimizer(train_config), train_config.steps, len(train_set), epochs,

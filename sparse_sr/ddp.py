@@ -8,8 +8,10 @@ Two pipeline components for :class:`sparse_sr.data.loader.BatchIterator`:
   per-example hybrid loss the training step returns (:meth:`update`). ``easy`` keeps the
   lowest scores, ``hard`` the highest, ``easy2hard`` slides the kept window from the easy end
   to the hard end over the run (a curriculum), ``random`` draws a fresh random subset (the
-  baseline). The first ``warmup_epochs`` visit everything so every utterance is scored;
-  with ``anneal_epochs`` the last ones visit everything again, undropped (see below).
+  baseline). The first ``warmup_epochs`` visit everything so every utterance is scored
+  (with ``warmup_epochs=0`` the first selection has no scores to rank by, so it is a random
+  subset for every strategy, and utterances not yet seen rank at the mean score until they
+  are); with ``anneal_epochs`` the last ones visit everything again, undropped (see below).
   Its state (scores, which were scored, the last selection, the steps seen and the step and
   round of the last selection) is arrays of fixed shape, saved in checkpoints; randomness is
   counter-based, a function of ``(seed, round)`` with the round in the iterator's state, so
@@ -57,8 +59,9 @@ class DataPruningSampler:
   the kept utterances (each visited once before any twice), so the loader asks again exactly
   every ``N`` steps. The warm-up epochs stay whole epochs. :meth:`update` is called once per
   training step (as :func:`sparse_sr.train.train` does), which is how the sampler counts steps.
-  ``easy2hard`` slides over ``total_epochs`` epochs, or with ``reselect_every`` over the
-  rounds of ``total_steps`` steps of batch ``batch_size``. The last ``anneal_epochs`` of
+  ``easy2hard`` slides over the pruned epochs of ``total_epochs`` (from the first after
+  warm-up to the last before annealing), or with ``reselect_every`` over the rounds of
+  ``total_steps`` steps of batch ``batch_size`` after warm-up. The last ``anneal_epochs`` of
   ``total_epochs`` (per-epoch selection only) visit everything again.
   """
 
@@ -75,6 +78,9 @@ class DataPruningSampler:
       raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     if reselect_every < 0:
       raise ValueError(f"reselect_every must be >= 0 (0: every epoch), got {reselect_every}")
+    if warmup_epochs < 0:
+      raise ValueError(f"warmup_epochs must be >= 0 (0: prune from the first epoch), "
+                       f"got {warmup_epochs}")
     if anneal_epochs < 0 or (anneal_epochs and warmup_epochs + anneal_epochs >= total_epochs):
       raise ValueError(f"anneal_epochs must be >= 0 and leave pruned epochs between "
                        f"{warmup_epochs} warm-up and the annealing epochs of {total_epochs}, "

@@ -61,6 +61,9 @@ def test_bad_sparse_and_pruning_flags_exit_2(tmp_path, capsys):
                          (["--reselect-every", "-1"], "--reselect-every"),
                          (["--reselect-every", "5"], "--prune"),
                          (["--anneal-epochs", "1"], "--prune"),
+                         (["--prune-warmup-epochs", "0"], "--prune"),
+                         (["--prune", "hard", "--prune-warmup-epochs", "-1"],
+                          "--prune-warmup-epochs"),
                          (["--prune", "easy", "--anneal-epochs", "1", "--reselect-every",
                            "5"], "per-epoch"),
                          (["--modality", "video", "--time-drop", "chunk"], "audio-only"),
@@ -87,3 +90,24 @@ def test_train_with_msrs_and_data_pruning(tmp_path, capsys):
   assert report["config"]["prune"] == "easy" and report["config"]["time_drop"] == "chunk"
   assert report["config"]["time_drop_domain"] == "features"
   assert report["metrics"]["msrs_stable_step"] == -1  # 4 steps: too early to be stable
+
+
+@pytest.mark.parametrize("flags, warmup", [([], 1), (["--prune-warmup-epochs", "0"], 0),
+                                           (["--prune-warmup-epochs", "2"], 2)])
+def test_prune_warmup_epochs_reach_the_sampler(flags, warmup):
+  import argparse
+
+  import optax
+
+  from sparse_sr.cli import (add_sparse_and_pruning_args, check_sparse_and_pruning_args,
+                             sparse_and_pruning)
+  parser = argparse.ArgumentParser()
+  add_sparse_and_pruning_args(parser)
+  parser.add_argument("--modality", default="audio")
+  parser.add_argument("--seed", type=int, default=0)
+  args = parser.parse_args(["--prune", "hard", "--keep", "0.7"] + flags)
+  check_sparse_and_pruning_args(args)
+  _, _, sampler, _, config = sparse_and_pruning(args, optax.sgd(0.1), 100, 300, 8, 8)
+  assert sampler.warmup_epochs == config["prune_warmup_epochs"] == warmup
+  # the first selection keeps everything only during a warm-up
+  assert len(sampler.epoch_order(0)) == (300 if warmup else 210)

@@ -58,6 +58,55 @@ def test_easy_and_hard_keep_the_right_ends_and_scores_are_running_averages():
   assert set(sampler.epoch_order(3)) == set(middle)
 
 
+@pytest.mark.parametrize("strategy", ["random", "easy", "hard", "easy2hard"])
+def test_without_warmup_the_first_epoch_is_a_random_subset(strategy):
+  n, k, seeds = 37, 26, 400
+  counts = np.zeros(n)
+  for seed in range(seeds):
+    sampler = DataPruningSampler(n, 0.7, strategy, seed=seed, warmup_epochs=0, total_epochs=5)
+    order = sampler.epoch_order(0)
+    assert len(order) == k and len(set(order)) == k and sampler.selected.sum() == k
+    counts[order] += 1
+  # nothing is scored yet, so each utterance is kept with probability k / n = 0.703 whatever
+  # the strategy: binomial(400, 0.703) has sd 9.1 kept counts; 5 sd either side
+  assert np.all(np.abs(counts - seeds * k / n) < 5 * np.sqrt(seeds * k / n * (1 - k / n)))
+  # and later epochs keep exactly k too
+  sampler = DataPruningSampler(n, 0.7, strategy, seed=3, warmup_epochs=0, total_epochs=5)
+  for epoch in range(5):
+    order = sampler.epoch_order(epoch)
+    sampler.update(order, np.random.default_rng(epoch).random(len(order)))
+    assert len(set(order)) == k == sampler.selected.sum()
+
+
+def test_without_warmup_unseen_utterances_rank_at_the_mean_and_easy2hard_spans_the_run():
+  n, k = 10, 4
+  unseen, drawn = {6, 7, 8, 9}, set()
+  for seed in range(20):
+    sampler = DataPruningSampler(n, 0.4, "hard", seed=seed, warmup_epochs=0, total_epochs=5)
+    # epoch 0 saw 0-5 with losses 0-5; the unseen 6-9 rank at their mean, 2.5
+    sampler.update(np.arange(6), np.arange(6, dtype=np.float32))
+    kept = set(sampler.epoch_order(1))
+    assert kept - unseen == {3, 4, 5} and len(kept & unseen) == 1
+    drawn |= kept & unseen
+    sampler.strategy = "easy"
+    kept = set(sampler.epoch_order(1))
+    assert kept - unseen == {0, 1, 2} and len(kept & unseen) == 1
+  assert len(drawn) > 1   # ties are broken at random, not by index
+  # easy2hard slides over all five epochs: epoch 0 at the easy end, epoch 4 at the hard end
+  scores = np.random.default_rng(0).random(n)
+  ranked = np.argsort(scores)
+  e2h = DataPruningSampler(n, 0.4, "easy2hard", warmup_epochs=0, total_epochs=5)
+  e2h.update(np.arange(n), scores)
+  assert e2h.pruned_selections() == 5
+  for epoch, start in ((0, 0), (2, 3), (4, 6)):              # round(epoch / 4 * (n - k))
+    assert set(e2h.epoch_order(epoch)) == set(ranked[start:start + k])
+  stepwise = DataPruningSampler(40, 0.5, "easy2hard", warmup_epochs=0, reselect_every=5,
+                                batch_size=4, total_steps=40)
+  assert stepwise.pruned_selections() == 8                   # 40 steps in rounds of 5
+  with pytest.raises(ValueError, match="warmup_epochs"):
+    DataPruningSampler(40, 0.5, "easy", warmup_epochs=-1)
+
+
 def test_dropped_frames_points_and_chunks():
   rng = np.random.default_rng(0)
   points = dropped_frames(rng, 100, 30, "point", 10)
@@ -140,8 +189,9 @@ def test_batches_per_epoch_matches_the_loader():
     assert len(batches) == batches_per_epoch(n, 8)
 
 
-def test_sampler_state_checkpoints_bit_exactly(tmp_path):
-  sampler = make_sampler("easy2hard", 20, 0.5, seed=1)
+@pytest.mark.parametrize("warmup_epochs", [1, 0])
+def test_sampler_state_checkpoints_bit_exactly(tmp_path, warmup_epochs):
+  sampler = make_sampler("easy2hard", 20, 0.5, seed=1, warmup_epochs=warmup_epochs)
   sampler.epoch_order(0)
   sampler.update(np.arange(20), np.random.default_rng(2).random(20))
   sampler.epoch_order(1)
@@ -149,7 +199,7 @@ def test_sampler_state_checkpoints_bit_exactly(tmp_path):
     ckpt.save(1, sampler.state(), force=True)
     restored, _ = ckpt.restore(like=sampler.state())
   assert tree_equal_bitwise(restored, sampler.state())
-  twin = make_sampler("easy2hard", 20, 0.5, seed=1)
+  twin = make_sampler("easy2hard", 20, 0.5, seed=1, warmup_epochs=warmup_epochs)
   twin.load_state(restored)
   np.testing.assert_array_equal(twin.epoch_order(2), sampler.epoch_order(2))
 
@@ -173,10 +223,10 @@ def fake_losses(indices, step):
   return np.sin(np.asarray(indices) * 1.7 + step * 0.3) + 1.0
 
 
-def run_loader(dataset, steps, *, reselect_every=3, state=None):
+def run_loader(dataset, steps, *, reselect_every=3, state=None, warmup_epochs=1):
   """Steps of (batch indices, sampler state after the step's update); ``state`` resumes."""
   sampler = DataPruningSampler(len(dataset), 0.5, "hard", seed=4, reselect_every=reselect_every,
-                               batch_size=4, total_steps=30)
+                               batch_size=4, total_steps=30, warmup_epochs=warmup_epochs)
   iterator = BatchIterator(dataset, 4, sampler, seed=4)
   if state is not None:
     iterator.load_state(state)
@@ -214,17 +264,20 @@ def test_reselects_the_hardest_half_every_n_steps(noise_dataset):
   assert len(set(round_indices)) == every * 4
 
 
-def test_stepwise_selection_resumes_bit_exactly(noise_dataset, tmp_path):
-  straight, _ = run_loader(noise_dataset, 19)
-  head, iterator = run_loader(noise_dataset, 11)   # mid-round: selected at step 10 and 13
+# selections every 3 steps after a warm-up epoch of 10 steps (10, 13, 16), or from step 0
+@pytest.mark.parametrize("warmup_epochs, last_selection", [(1, 16), (0, 18)])
+def test_stepwise_selection_resumes_bit_exactly(noise_dataset, tmp_path, warmup_epochs,
+                                                last_selection):
+  straight, _ = run_loader(noise_dataset, 19, warmup_epochs=warmup_epochs)
+  head, iterator = run_loader(noise_dataset, 11, warmup_epochs=warmup_epochs)   # mid-round
   with Checkpointer(tmp_path, keep=1) as ckpt:
     ckpt.save(11, iterator.state(), force=True)
     restored, _ = ckpt.restore(like=iterator.state())
-  tail, _ = run_loader(noise_dataset, 8, state=restored)
+  tail, _ = run_loader(noise_dataset, 8, state=restored, warmup_epochs=warmup_epochs)
   for (a, state_a), (b, state_b) in zip(straight, head + tail):
     np.testing.assert_array_equal(a, b)
     assert tree_equal_bitwise(state_a, state_b)
-  assert int(straight[-1][1]["selection_step"]) == 16
+  assert int(straight[-1][1]["selection_step"]) == last_selection
 
 
 def test_stepwise_selection_rejects_rounds_longer_than_an_epoch():
@@ -276,27 +329,34 @@ def test_annealing_epochs_visit_everything_and_switch_time_drop_off():
     DataPruningSampler(40, 0.5, "easy", warmup_epochs=1, total_epochs=3, anneal_epochs=2)
 
 
-@pytest.mark.parametrize("keep, anneal", [(1.0, 0), (0.7, 0), (0.5, 1)])
-def test_run_steps_ends_exactly_at_the_last_epoch(noise_dataset, keep, anneal):
+@pytest.mark.parametrize("keep, anneal, warmup", [(1.0, 0, 1), (0.7, 0, 1), (0.5, 1, 1),
+                                                  (0.7, 0, 0), (0.5, 1, 0)])
+def test_run_steps_ends_exactly_at_the_last_epoch(noise_dataset, keep, anneal, warmup):
   epochs, batch_size = 5, 4
   sampler = (make_sampler("none", len(noise_dataset)) if keep == 1.0 else
              DataPruningSampler(len(noise_dataset), keep, "random", total_epochs=epochs,
-                                anneal_epochs=anneal))
+                                anneal_epochs=anneal, warmup_epochs=warmup))
   iterator = BatchIterator(noise_dataset, batch_size, sampler)
-  steps = run_steps(len(noise_dataset), batch_size, epochs, keep, anneal_epochs=anneal)
+  steps = run_steps(len(noise_dataset), batch_size, epochs, keep, anneal_epochs=anneal,
+                    warmup_epochs=warmup)
   epochs_seen = [(next(iterator), iterator.epoch)[1] for _ in range(steps + 1)]
   # the loader's own count: `steps` batches cover epochs 0..4, the next starts epoch 5
   assert epochs_seen[steps - 1] == epochs - 1 and epochs_seen[steps] == epochs
 
 
 def test_epochs_for_steps_inverts_run_steps():
-  for keep, anneal in ((1.0, 0), (0.7, 0), (0.5, 2)):
+  for keep, anneal, warmup in ((1.0, 0, 1), (0.7, 0, 1), (0.5, 2, 1), (0.7, 0, 0),
+                               (0.5, 2, 0)):
     for epochs in range(4, 9):
-      steps = run_steps(300, 8, epochs, keep, anneal_epochs=anneal)
-      assert epochs_for_steps(steps, 300, 8, keep, anneal_epochs=anneal) == epochs
-      assert epochs_for_steps(steps + 1, 300, 8, keep, anneal_epochs=anneal) == epochs + 1
+      steps = run_steps(300, 8, epochs, keep, anneal_epochs=anneal, warmup_epochs=warmup)
+      assert epochs_for_steps(steps, 300, 8, keep, anneal_epochs=anneal,
+                              warmup_epochs=warmup) == epochs
+      assert epochs_for_steps(steps + 1, 300, 8, keep, anneal_epochs=anneal,
+                              warmup_epochs=warmup) == epochs + 1
   # 300 pruned steps: 37 in the warm-up epoch, then 26 a pruned epoch (keep 0.7)
   assert epochs_for_steps(300, 300, 8, 0.7) == 1 + -(-(300 - 37) // 26) == 12
+  assert epochs_for_steps(300, 300, 8, 0.7, warmup_epochs=0) == -(-300 // 26) == 12
+  assert run_steps(300, 8, 8, 0.7, warmup_epochs=0) == 8 * 26
 
 
 @pytest.mark.slow
@@ -313,12 +373,14 @@ def test_steady_cpu_seconds_exclude_the_compiling_step(noise_dataset):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("reselect_every, domain", [(0, "waveform"), (2, "features")])
-def test_pruned_msrs_training_resumes_bit_exactly(tmp_path, reselect_every, domain):
-  """DDP sampler (re-selecting every epoch, or every 2 steps) + chunk time-drop (of waveform
-  hops, or of feature frames) + MSRS in one run: the scores, selection, masks, stability
-  tracker and weights after an interruption (mid-round) equal an uninterrupted run's, bit
-  for bit."""
+@pytest.mark.parametrize("reselect_every, domain, warmup_epochs",
+                         [(0, "waveform", 1), (2, "features", 1), (0, "features", 0)])
+def test_pruned_msrs_training_resumes_bit_exactly(tmp_path, reselect_every, domain,
+                                                  warmup_epochs):
+  """DDP sampler (re-selecting every epoch, or every 2 steps; after a warm-up epoch or from
+  the first step) + chunk time-drop (of waveform hops, or of feature frames) + MSRS in one
+  run: the scores, selection, masks, stability tracker and weights after an interruption
+  (mid-round) equal an uninterrupted run's, bit for bit."""
   paths = corpus.make_espeak_corpus(tmp_path / "corpus", corpus.EspeakCorpusConfig(
       hours=0.003, test_utterances=3, max_words=1, vocab_size=20, video=False, seed=1))
   data = Dataset(corpus.read_manifest(paths["train"])[:8], CharTokenizer())
@@ -326,6 +388,7 @@ def test_pruned_msrs_training_resumes_bit_exactly(tmp_path, reselect_every, doma
                        checkpoint_every=3, log_every=1, num_buckets=1)
   model_config = ModelConfig(vocab_size=CharTokenizer().vocab_size, **NANO)
   per_epoch = batches_per_epoch(len(data), config.batch_size)
+  pruned_epoch = batches_per_epoch(round(0.7 * len(data)), config.batch_size)
   assert config.steps > per_epoch  # the run crosses from warm-up into pruned epochs
 
   # one optimizer for the three runs: they share the compiled step
@@ -335,7 +398,7 @@ def test_pruned_msrs_training_resumes_bit_exactly(tmp_path, reselect_every, doma
 
   def run(workdir, stop_after=None):
     sampler = DataPruningSampler(len(data), 0.7, "hard", seed=0,
-                                 reselect_every=reselect_every,
+                                 reselect_every=reselect_every, warmup_epochs=warmup_epochs,
                                  batch_size=config.batch_size, total_steps=config.steps)
     result = train(model_config, config, data, workdir=workdir, quiet=True,
                    sampler=sampler, transform=TimeDrop("chunk", 0.3, domain=domain),
@@ -349,8 +412,10 @@ def test_pruned_msrs_training_resumes_bit_exactly(tmp_path, reselect_every, doma
   assert tree_equal_bitwise(straight_sampler.state(), resumed_sampler.state())
   assert straight_sampler.scored.sum() >= 2 * config.batch_size
   assert straight_sampler.selected.sum() == round(0.7 * len(data))
-  # the last selection was made after the warm-up epoch (a 2-step round ends with the run)
-  assert int(straight_sampler.state()["selection_step"]) == per_epoch
+  # the last selection was made after the warm-up epoch (a 2-step round ends with the run),
+  # or without warm-up after the first pruned epoch (the third would start at step 6)
+  assert int(straight_sampler.state()["selection_step"]) == (per_epoch if warmup_epochs
+                                                             else pruned_epoch)
   # tolerance 1: every check but the first (nothing to compare with) passes; patience 4
   assert int(straight["opt_state"].stability.stable_step) == 5
   assert int(straight["opt_state"].phase) == 1

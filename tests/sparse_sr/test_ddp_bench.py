@@ -1,5 +1,6 @@
 """The DDP-ASR benchmark's bookkeeping: which variants run, seed means and ratios, options."""
 
+import dataclasses
 import sys
 
 import pytest
@@ -13,8 +14,16 @@ def test_variants_bring_full_data_and_their_random_baselines():
   point = bench.ALL_VARIANTS["easy2hard+point0.2"]
   assert (point.prune, point.time_drop, point.drop) == ("easy2hard", "point", 0.2)
   assert bench.ALL_VARIANTS["easy2hard+chunk30ms"].chunk_frames == 3
-  for v in bench.ALL_VARIANTS.values():  # every baseline label names a random variant
-    assert bench.ALL_VARIANTS[v.baseline].prune in ("none", "random")
+  for v in bench.ALL_VARIANTS.values():  # every baseline is random pruning at the same budget
+    baseline = bench.ALL_VARIANTS[v.baseline]
+    assert baseline.prune in ("none", "random")
+    assert dataclasses.replace(v, label=baseline.label, prune=baseline.prune) == baseline
+  no_warmup = [v.label for v in bench.pick_variants(("hard+w0", "easy+w0", "hard"))]
+  assert no_warmup == ["full", "random+w0", "hard+w0", "easy+w0", "random", "hard"]
+  assert bench.ALL_VARIANTS["hard+w0"].warmup_epochs == 0
+  assert bench.ALL_VARIANTS["hard"].warmup_epochs == 1
+  with pytest.raises(ValueError, match="starts with its strategy"):
+    bench.Variant("w0+hard", "hard")
   with pytest.raises(ValueError, match="unknown variants"):
     bench.pick_variants(("easy2hard+dots",))
 
@@ -66,3 +75,29 @@ def test_options_reach_run(monkeypatch, tmp_path):
 def test_point_drop_rows_are_in_the_default_and_quick_runs():
   for labels in (bench.VARIANTS, bench.QUICK_VARIANTS):
     assert {v.time_drop for v in bench.pick_variants(labels)} >= {"point"}
+
+
+@pytest.mark.parametrize("label, warmup, steps", [("hard+w0", 0, 8 * 26), ("hard", 1, 37 + 7 * 26),
+                                                  ("full", None, 8 * 37)])
+def test_a_variant_trains_its_sampler_for_the_steps_of_its_warmup(monkeypatch, label, warmup,
+                                                                  steps):
+  import importlib
+  import types
+  train_module = importlib.import_module("sparse_sr.train")  # the package exports train()
+  seen = {}
+
+  def fake_train(model_config, config, train_set, *, sampler, transform, quiet):
+    seen.update(steps=config.steps, sampler=sampler)
+    return {"model": None, "steady_seconds": 1.0, "steady_cpu_seconds": 1.0,
+            "history": [{"loss": 0.5}]}
+  scores = {"wer": 0.1, "cer": 0.05}
+  monkeypatch.setattr(train_module, "train", fake_train)
+  monkeypatch.setattr(train_module, "evaluate", lambda *a, **k: {
+      "greedy_ctc": scores, "greedy_attention": scores})
+  train_set = type("Set", (), {"__len__": lambda self: 300,
+                               "tokenizer": types.SimpleNamespace(vocab_size=30)})()
+  row = bench.run_variant(bench.ALL_VARIANTS[label], train_set, None, model="conformer-nano",
+                          epochs=8, batch_size=8, learning_rate=1e-3)
+  # 300 utterances in batches of 8: 37 steps a full epoch, 26 a keep-0.7 epoch (210 kept)
+  assert row["steps"] == seen["steps"] == steps
+  assert getattr(seen["sampler"], "warmup_epochs", None) == warmup
