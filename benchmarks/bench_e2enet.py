@@ -70,12 +70,22 @@ def paper_scale_costs(patch: tuple[int, int, int], sparsity: float = 0.8) -> dic
   return out
 
 
-def _settings(quick: bool) -> dict:
-  if quick:
-    return {"patch": (16, 32, 32), "base_channels": 8, "max_channels": 64, "steps": 12,
-            "flop_patch": (32, 64, 64)}
-  return {"patch": (16, 64, 64), "base_channels": 16, "max_channels": 128, "steps": 400,
-          "flop_patch": (64, 128, 128)}
+def settings(quick: bool, steps: int | None = None,
+             width: tuple[int, int] | None = None) -> dict:
+  """The trained models' patch, width (base channels, cap), steps, and the FLOP patch."""
+  s = ({"patch": (16, 32, 32), "base_channels": 8, "max_channels": 64, "steps": 12,
+        "flop_patch": (32, 64, 64)} if quick else
+       {"patch": (16, 64, 64), "base_channels": 16, "max_channels": 128, "steps": 400,
+        "flop_patch": (64, 128, 128)})
+  if steps is not None:
+    s["steps"] = steps
+  if s["steps"] < 1:
+    raise ValueError(f"steps must be >= 1, got {s['steps']}")
+  if width is not None:
+    if len(width) != 2 or not 0 < width[0] <= width[1]:
+      raise ValueError(f"width must be BASE MAX with 0 < BASE <= MAX, got {list(width)}")
+    s["base_channels"], s["max_channels"] = map(int, width)
+  return s
 
 
 def _train_and_score(model: str, s: dict, num_classes: int, seed: int, case) -> tuple:
@@ -101,21 +111,21 @@ def _mean_over_seeds(rows: list[dict]) -> dict:
 
 
 @benchmark("e2enet")
-def run(quick: bool, out_dir: Path, seeds: int | None = None, steps: int | None = None) -> Report:
+def run(quick: bool, out_dir: Path, seeds: int | None = None, steps: int | None = None,
+        width: tuple[int, int] | None = None) -> Report:
   """``seeds`` models of each kind (init, masks and patches differ by seed; default 1 quick,
-  3 full): one seed's Dice on one volume moves by about a point, the size of the target."""
+  3 full): one seed's Dice on one volume moves by about a point, the size of the target.
+  ``width`` = (base, cap) channels of the trained models; ``(48, 320)`` is the paper's."""
   from e2enet.cli import evaluate
   from e2enet.data import resolve_case
   from e2enet.model import param_counts
   from e2enet.train import compiled_train_step
   from jaxrepro.metrics import plot_curves
 
-  s = _settings(quick)
-  if steps is not None:
-    s["steps"] = steps
+  s = settings(quick, steps, width)
   seeds = seeds or (1 if quick else 3)
-  if seeds < 1 or s["steps"] < 1:
-    raise ValueError(f"seeds and steps must be >= 1, got {seeds}, {s['steps']}")
+  if seeds < 1:
+    raise ValueError(f"seeds must be >= 1, got {seeds}")
   costs = paper_scale_costs(s["flop_patch"])
   case, source = resolve_case(None, modality="CT", num_classes=TRAIN_CLASSES)
   num_classes = TRAIN_CLASSES if source.origin != "embedded" else 3
@@ -174,7 +184,8 @@ def run(quick: bool, out_dir: Path, seeds: int | None = None, steps: int | None 
     notes.append("matplotlib absent: loss plot skipped")
   return Report(
       name="e2enet", command=(f"python -m benchmarks.bench_e2enet{' --quick' if quick else ''}"
-                              f" --seeds {seeds} --steps {s['steps']}"),
+                              f" --seeds {seeds} --steps {s['steps']}"
+                              f" --width {s['base_channels']} {s['max_channels']}"),
       config={**{k: list(v) if isinstance(v, tuple) else v for k, v in s.items()},
               "train_volume": list(case.image.shape[:3]), "num_classes": num_classes,
               "label_values": list(case.label_values), "optimizer": "adam",
@@ -186,7 +197,8 @@ def run(quick: bool, out_dir: Path, seeds: int | None = None, steps: int | None 
              "xla_flops: XLA cost analysis of the dense compiled forward (2 per MAC, all ops); "
              "analytic_macs: conv MACs over non-zero weights (paper convention)",
              "Dice is measured on the training volume (only one labelled CT); training uses "
-             f"width {s['base_channels']} and {s['steps']} steps per model; Dice, HD95 and loss "
+             f"width {s['base_channels']} (cap {s['max_channels']}) and {s['steps']} steps per "
+             "model; Dice, HD95 and loss "
              f"are means over {seeds} seed(s) (init, masks, patches), times are seed 0's",
              f"timings on {jax.devices()[0].device_kind} (a shared 2-core machine when CPU); "
              "ratios measured in the same process"])
@@ -196,10 +208,12 @@ def _main() -> None:
   parser = argparse.ArgumentParser(add_help=False)
   parser.add_argument("--seeds", type=int, default=None)
   parser.add_argument("--steps", type=int, default=None)
+  parser.add_argument("--width", type=int, nargs=2, default=None, metavar=("BASE", "MAX"))
   extra, rest = parser.parse_known_args()
   benchmark_main(functools.partial(run, **vars(extra)),
                  __doc__.splitlines()[0] + " Also: --seeds N (default 1 quick, 3 full), "
-                 "--steps N (training steps per model).", rest)
+                 "--steps N (training steps per model), --width BASE MAX (channels of the "
+                 "trained models; the paper's: 48 320).", rest)
 
 
 if __name__ == "__main__":
