@@ -16,7 +16,7 @@ import numpy as np
 from jaxrepro.bench import Report, benchmark, benchmark_main
 
 FULL = dict(ratios=(0.0, 0.1, 0.2, 0.25, 0.3), num_prompts=20, new_tokens=64, speed_tokens=128,
-            heldout_seqs=4, calib_seqs=2, seq_len=128, warmup_tokens=16, rounds=2, calib_iters=10,
+            heldout_seqs=4, calib_seqs=2, seq_len=128, warmup_tokens=16, rounds=5, calib_iters=10,
             layer_drop=True)
 PEER_TOKENS = 16  # transformers decodes slowly on this CPU: its rate is measured on 16 tokens
 QUICK = dict(ratios=(0.0, 0.25), num_prompts=2, new_tokens=16, speed_tokens=32, heldout_seqs=1,
