@@ -210,16 +210,67 @@ def run(quick: bool, out_dir: Path, seeds: int | None = None, steps: int | None 
              "ratios measured in the same process"])
 
 
+def cpu_inference(quick: bool, out_dir: Path, width: tuple[int, int] | None = None,
+                  repeats: int = 3) -> Report:
+  """CPU time of sliding-window inference of the whole CT per model, without training: the
+  work does not depend on the weights' values (E2ENet's masked kernels run dense), so untrained
+  models at the benchmark's width (the paper's in the full configuration) stand in. Answers
+  the issue's "CPU inference time per volume" where the trained comparison runs on a GPU."""
+  del out_dir  # no figures
+  from e2enet.data import resolve_case
+  from e2enet.inference import full_resolution_predictor, sliding_window_predict
+  from e2enet.model import init_params
+  from e2enet.train import TrainConfig
+
+  s = settings(quick, width=width)
+  case, source = resolve_case(None, modality="CT", num_classes=TRAIN_CLASSES)
+  num_classes = TRAIN_CLASSES if source.origin != "embedded" else 3
+  cpu = jax.devices("cpu")[0]
+  timings = {}
+  for model in ("e2enet", "unet"):
+    cfg = TrainConfig(model=model, num_classes=num_classes, patch=s["patch"],
+                      base_channels=s["base_channels"], max_channels=s["max_channels"])
+    with jax.default_device(cpu):
+      graphdef, params = init_params(cfg.model_config(case.image.shape[-1]))
+      predict = full_resolution_predictor(graphdef, jax.device_put(params, cpu))
+      timing = time_fn(sliding_window_predict, predict, case.image, s["patch"], num_classes,
+                       batch_size=4, quiet=True, warmup=1, repeats=repeats)
+    timings[model] = timing.as_dict()
+  ratio = timings["e2enet"]["median"] / timings["unet"]["median"]
+  return Report(
+      name="e2enet_cpu_inference",
+      command=(f"python -m benchmarks.bench_e2enet --cpu-inference{' --quick' if quick else ''}"
+               f" --width {s['base_channels']} {s['max_channels']} --repeats {repeats}"),
+      config={"patch": list(s["patch"]), "base_channels": s["base_channels"],
+              "max_channels": s["max_channels"], "window_batch": 4, "step": 0.5,
+              "volume": list(case.image.shape[:3]), "num_classes": num_classes},
+      data=source.describe(), metrics={"ratio_e2enet_over_unet": ratio},
+      timings={"sliding_window_volume_seconds": timings},
+      notes=["untrained weights at the given width; compilation excluded (one warm-up "
+             f"volume), median of {repeats}; CPU: {jax.devices('cpu')[0].device_kind}"])
+
+
 def _main() -> None:
   parser = argparse.ArgumentParser(add_help=False)
   parser.add_argument("--seeds", type=int, default=None)
   parser.add_argument("--steps", type=int, default=None)
   parser.add_argument("--width", type=int, nargs=2, default=None, metavar=("BASE", "MAX"))
+  parser.add_argument("--cpu-inference", action="store_true")
+  parser.add_argument("--repeats", type=int, default=None)
   extra, rest = parser.parse_known_args()
-  benchmark_main(functools.partial(run, **vars(extra)),
-                 __doc__.splitlines()[0] + " Also: --seeds N (default 1 quick, 3 full), "
-                 "--steps N (training steps per model), --width BASE MAX (channels of the "
-                 "trained models; the paper's: 48 320).", rest)
+  usage = (__doc__.splitlines()[0] + " Also: --seeds N (default 1 quick, 3 full), --steps N "
+           "(training steps per model), --width BASE MAX (channels of the trained models; the "
+           "paper's: 48 320); --cpu-inference [--repeats N] (default 3) times only the CPU "
+           "sliding-window inference of untrained models at that width.")
+  if extra.cpu_inference:
+    if extra.seeds is not None or extra.steps is not None:
+      raise SystemExit("--cpu-inference trains nothing: --seeds and --steps do not apply")
+    fn = functools.partial(cpu_inference, width=extra.width, repeats=extra.repeats or 3)
+  else:
+    if extra.repeats is not None:
+      raise SystemExit("--repeats applies to --cpu-inference only")
+    fn = functools.partial(run, seeds=extra.seeds, steps=extra.steps, width=extra.width)
+  benchmark_main(fn, usage, rest)
 
 
 if __name__ == "__main__":

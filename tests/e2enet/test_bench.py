@@ -24,3 +24,14 @@ def test_bad_width_is_a_clear_error(width):
 def test_steps_must_be_positive():
   with pytest.raises(ValueError, match="steps must be >= 1"):
     bench.settings(quick=True, steps=0)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--cpu-inference", "--steps", "5"], "--seeds and --steps do not apply"),
+    (["--cpu-inference", "--seeds", "2"], "--seeds and --steps do not apply"),
+    (["--repeats", "2"], "--repeats applies to --cpu-inference only"),
+])
+def test_cpu_inference_options_do_not_mix_with_training_ones(monkeypatch, argv, message):
+  monkeypatch.setattr("sys.argv", ["bench_e2enet", *argv])
+  with pytest.raises(SystemExit, match=message):
+    bench._main()
