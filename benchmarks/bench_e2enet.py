@@ -90,6 +90,14 @@ def settings(quick: bool, steps: int | None = None,
   return s
 
 
+def training_case():
+  """``(case, source, num_classes)``: the real CT restricted to its largest organs, or the
+  embedded 3-class default on a fresh machine."""
+  from e2enet.data import resolve_case
+  case, source = resolve_case(None, modality="CT", num_classes=TRAIN_CLASSES)
+  return case, source, TRAIN_CLASSES if source.origin != "embedded" else 3
+
+
 def _train_and_score(model: str, s: dict, num_classes: int, seed: int, case) -> tuple:
   from e2enet.cli import evaluate
   from e2enet.train import TrainConfig, train
@@ -119,7 +127,6 @@ def run(quick: bool, out_dir: Path, seeds: int | None = None, steps: int | None 
   3 full): one seed's Dice on one volume moves by about a point, the size of the target.
   ``width`` = (base, cap) channels of the trained models; ``(48, 320)`` is the paper's."""
   from e2enet.cli import evaluate
-  from e2enet.data import resolve_case
   from e2enet.model import param_counts
   from e2enet.train import compiled_train_step
   from jaxrepro.metrics import plot_curves
@@ -129,8 +136,7 @@ def run(quick: bool, out_dir: Path, seeds: int | None = None, steps: int | None 
   if seeds < 1:
     raise ValueError(f"seeds must be >= 1, got {seeds}")
   costs = paper_scale_costs(s["flop_patch"])
-  case, source = resolve_case(None, modality="CT", num_classes=TRAIN_CLASSES)
-  num_classes = TRAIN_CLASSES if source.origin != "embedded" else 3
+  case, source, num_classes = training_case()
   results, metrics, timings = {}, {"paper_scale": costs}, {}
   rng = np.random.default_rng(0)
   for model in ("e2enet", "unet"):
@@ -217,14 +223,12 @@ def cpu_inference(quick: bool, out_dir: Path, width: tuple[int, int] | None = No
   models at the benchmark's width (the paper's in the full configuration) stand in. Answers
   the issue's "CPU inference time per volume" where the trained comparison runs on a GPU."""
   del out_dir  # no figures
-  from e2enet.data import resolve_case
   from e2enet.inference import full_resolution_predictor, sliding_window_predict
   from e2enet.model import init_params
   from e2enet.train import TrainConfig
 
   s = settings(quick, width=width)
-  case, source = resolve_case(None, modality="CT", num_classes=TRAIN_CLASSES)
-  num_classes = TRAIN_CLASSES if source.origin != "embedded" else 3
+  case, source, num_classes = training_case()
   cpu = jax.devices("cpu")[0]
   timings = {}
   for model in ("e2enet", "unet"):
