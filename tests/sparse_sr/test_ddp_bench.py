@@ -2,6 +2,7 @@
 
 import dataclasses
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +102,29 @@ def test_a_variant_trains_its_sampler_for_the_steps_of_its_warmup(monkeypatch, l
   # 300 utterances in batches of 8: 37 steps a full epoch, 26 a keep-0.7 epoch (210 kept)
   assert row["steps"] == seen["steps"] == steps
   assert getattr(seen["sampler"], "warmup_epochs", None) == warmup
+
+
+def test_synthesized_corpora_differ_only_in_training_hours(monkeypatch, tmp_path):
+  from sparse_sr.data import corpus
+  import jaxrepro.data
+  made = {}
+  monkeypatch.setattr(corpus, "make_espeak_corpus",
+                      lambda folder, config: made.__setitem__(Path(folder).name, config))
+  monkeypatch.setattr(jaxrepro.data, "resolve_data", _no_fsdd)
+  assert set(bench.corpora(False, tmp_path, ("espeak", "espeak-1h"))) == {"espeak",
+                                                                          "espeak-1h"}
+  small, large = made["espeak"], made["espeak-1h"]
+  assert (small.hours, large.hours) == (0.3, 1.0)
+  # same phrases, voices and seed: the test split (its own random stream) is the same one
+  assert dataclasses.replace(large, hours=small.hours) == small
+  made.clear()
+  assert set(bench.corpora(False, tmp_path)) == {"espeak"}    # espeak-1h only when asked for
+  assert set(made) == {"espeak"}
+  made.clear()
+  assert bench.corpora(True, tmp_path, ("espeak-1h",))["espeak-1h"][0].name == "espeak-1h-quick"
+  assert made["espeak-1h-quick"].hours == 0.1
+  assert bench.EPOCHS.keys() == set(bench.CORPORA)
+
+
+def _no_fsdd(relative, **kwargs):
+  raise FileNotFoundError(f"{relative}: not here")
