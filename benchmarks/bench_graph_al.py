@@ -88,9 +88,10 @@ def _speed(graph, networkx_repeats: int, rounds: int = 5) -> dict:
 
 
 def _scan_variants(graph, budgets, seeds, model, variants=SCAN_VARIANTS) -> dict:
-  """SPA's macro-F1 under each of ``variants`` (name -> QueryConfig fields), with label-free facts about the
-  clustering (eps used, communities, nodes clustered, largest community) and, as an after-the-
-  fact diagnostic only, how many classes the selected nodes cover (mean over seeds)."""
+  """SPA's macro-F1 under each of ``variants`` (name -> QueryConfig fields), with label-free
+  facts about the clustering (eps used, communities, nodes clustered, largest community) and,
+  as an after-the-fact diagnostic only, how many classes the selected nodes cover (mean over
+  seeds)."""
   from graph_al.active import run_experiment
   from graph_al.spa import spa_query
   from graph_al.strategies import QueryConfig
