@@ -38,7 +38,8 @@ the PageRank of the subgraph induced by its community, and the fill ranks the no
 ``G \\ S`` by the PageRank of the subgraph they induce (:func:`graph_al.pagerank.part_pagerank`,
 same alpha and solver). With more communities than budget, which heads to keep is still
 ``head_order``'s rule on the GLOBAL PageRank of the heads: our choice, the paper is silent
-on ``k > b``.
+on ``k > b``. Measured with and without the paper's SCAN (``semantics="paper"``), no
+combination meets the targets on both Cora and CiteSeer (README, graph_al, ninth session).
 
 ``variant="public"`` reproduces the selection of the public notebook
 (rickymaulanafajri/SPA, ``SCANPageRankOptimized.query``): communities in cdlib's order
