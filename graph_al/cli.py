@@ -44,6 +44,10 @@ def _add_query_args(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--count-self", action=argparse.BooleanOptionalAction, default=False,
                       help="count a node among its own eps-neighbours (Xu et al.'s closed "
                            "neighbourhood) or not (cdlib, the public code)")
+  parser.add_argument("--scan-semantics", choices=("cdlib", "paper"), default="cdlib",
+                      help="SCAN as cdlib / Xu et al. (cores, closed neighbourhoods) or as the "
+                           "SPA paper's Eq. 3-4 (an edge links its ends when their open-"
+                           "neighbourhood similarity >= eps and they share >= mu neighbours)")
   parser.add_argument("--alpha", type=float, default=0.95, help="PageRank damping")
   parser.add_argument("--spa-variant", choices=("paper", "public"), default="paper",
                       help="Algorithm 1 (paper) or the public notebook's per-community quota")
@@ -53,6 +57,10 @@ def _add_query_args(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--spa-singletons", action=argparse.BooleanOptionalAction, default=False,
                       help="Algorithm 1 counts each SCAN hub and outlier as a community of its "
                            "own (else they enter only through the global PageRank fill)")
+  parser.add_argument("--spa-pagerank", choices=("global", "paper"), default="global",
+                      help="Algorithm 1's PageRank: the whole graph's for heads and fill, or, "
+                           "as the paper's steps 5 and 10 read, each community's own for its "
+                           "head and that of G minus the heads for the fill")
   parser.add_argument("--model", choices=("gcn", "sage"), default="gcn")
   parser.add_argument("--epochs", type=int, default=300)
   parser.add_argument("--dropout", type=float, default=0.0)
@@ -63,7 +71,8 @@ def _configs(args):
   from graph_al.strategies import QueryConfig
   query = QueryConfig(eps=args.eps, mu=args.mu, count_self=args.count_self, alpha=args.alpha,
                       spa_variant=args.spa_variant, spa_head_order=args.spa_head_order,
-                      spa_singletons=args.spa_singletons)
+                      spa_singletons=args.spa_singletons,
+                      scan_semantics=args.scan_semantics, spa_pagerank=args.spa_pagerank)
   model = GNNConfig(model=args.model, epochs=args.epochs, dropout=args.dropout)
   return query, model
 

@@ -20,6 +20,17 @@ more clusters) or outliers. :func:`scan_device` does all of it in one jitted pro
 (components by min-label propagation with pointer jumping), so SPA's query needs a single
 dispatch and transfer.
 
+``semantics="paper"`` (:func:`scan_paper_device`) is the SPA paper's own statement of SCAN
+(arXiv 2312.04307, Sec. 4.1), which differs from the above: Eq. 3 takes the similarity over
+open neighbourhoods, ``S(i, j) = |N(i) ∩ N(j)| / sqrt(|N(i)| |N(j)|)``, and Eq. 4 puts ``i``
+and ``j`` in the same community when ``S(i, j) >= eps`` and ``|N(i) ∩ N(j)| >= mu`` ("mu is
+the minimum number of shared neighbors required for community formation"); there are no
+cores. Read literally over SCAN's candidate pairs, the graph's edges: an edge is linked when
+it passes both tests, communities are the connected components of the linked edges (so
+every community has at least 2 nodes), and a node on no linked edge is a hub or outlier as
+above. The open-neighbourhood common count of an edge is its number of triangles. No visiting
+order is involved; communities are numbered by their smallest node id.
+
 ``eps="auto"`` (:func:`modularity_scan`): the eps of :data:`EPS_GRID` whose clustering has
 the highest Newman-Girvan modularity (Newman & Girvan 2004, Phys. Rev. E 69, 026113, Eq. 5),
 every hub and outlier counted as a community of its own. Modularity is one of the measures
@@ -38,13 +49,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# SCAN rules: Xu et al.'s / cdlib's (cores, closed neighbourhoods) or the SPA paper's Eq. 3-4.
+SEMANTICS = ("cdlib", "paper")
 # Candidate eps values of ``eps="auto"``: every hundredth from 0.20 to 0.80.
 EPS_GRID = np.round(np.arange(20, 81) / 100, 2)
 
 
 class ScanResult(NamedTuple):
   labels: np.ndarray     # int32 [N]: cluster id in creation order, -1 for hubs and outliers
-  is_core: np.ndarray    # bool [N]
+  is_core: np.ndarray    # bool [N]; semantics "paper": on a linked edge (it has no cores)
   is_hub: np.ndarray     # bool [N]
   num_clusters: int
   eps: float             # the threshold used (the chosen one for eps="auto")
@@ -167,13 +180,56 @@ def scan_device(senders: jax.Array, receivers: jax.Array, triangles: jax.Array,
   rank = jnp.cumsum(created) - 1
   labels = jnp.where(in_cluster, rank[cluster_start], -1)
 
-  # Hubs: unclustered nodes whose clustered neighbours' labels do not all agree.
+  return labels, is_core, _hubs(senders, receivers, labels, n), jnp.sum(created[:n])
+
+
+def _hubs(senders: jax.Array, receivers: jax.Array, labels: jax.Array, n: int) -> jax.Array:
+  """Unclustered nodes whose clustered neighbours' labels do not all agree."""
   touching = (labels[senders] < 0) & (labels[receivers] >= 0)
   lowest = jax.ops.segment_min(jnp.where(touching, labels[receivers], n), senders, n,
                                indices_are_sorted=True)
   highest = jax.ops.segment_max(jnp.where(touching, labels[receivers], -1), senders, n,
                                 indices_are_sorted=True)
-  return labels, is_core, highest > lowest, jnp.sum(created[:n])
+  return highest > lowest
+
+
+@functools.partial(jax.jit, static_argnames=("num_nodes",))
+def scan_paper_device(senders: jax.Array, receivers: jax.Array, triangles: jax.Array,
+                      num_nodes: int, eps_squared: jax.Array, mu: jax.Array
+                      ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """The SPA paper's SCAN (Eq. 3-4, module docstring) from the edges (sorted by sender, both
+  directions) and their :func:`edge_triangles`: (labels, linked, is_hub, num_clusters).
+
+  ``S(i, j) >= eps`` is tested as ``t^2 >= eps^2 d_i d_j`` (exact integers in float32 for
+  degrees below 4096; ``eps_squared`` from :func:`eps_squared_floor`).
+  """
+  n = num_nodes
+  never = n   # larger than any node id
+  degree = jax.ops.segment_sum(jnp.ones_like(senders), senders, n, indices_are_sorted=True)
+  shared = triangles.astype(jnp.float32)
+  linked_edge = (shared * shared >= eps_squared * (degree[senders] * degree[receivers]).astype(
+      jnp.float32)) & (triangles >= mu)
+  linked = jax.ops.segment_max(linked_edge.astype(jnp.int32), senders, n,
+                               indices_are_sorted=True) > 0
+
+  # Each linked node's smallest node id in its component, by min-propagation along linked
+  # edges with pointer jumping (a node's value is a node of its component, whose own value
+  # is no larger).
+  def propagate(carry):
+    root, _ = carry
+    reached = jax.ops.segment_min(jnp.where(linked_edge, root[receivers], never), senders, n,
+                                  indices_are_sorted=True)
+    new = jnp.minimum(root, reached)
+    new = jnp.append(new, never)[new]
+    return new, jnp.any(new != root)
+
+  root = jnp.where(linked, jnp.arange(n, dtype=jnp.int32), never)
+  root, _ = jax.lax.while_loop(lambda carry: carry[1], propagate,
+                               propagate((root, jnp.bool_(True))))
+  created = jnp.zeros(n + 1, jnp.int32).at[root].set(1)
+  rank = jnp.cumsum(created) - 1
+  labels = jnp.where(linked, rank[root], -1)
+  return labels, linked, _hubs(senders, receivers, labels, n), jnp.sum(created[:n])
 
 
 def modularity(senders: jax.Array, receivers: jax.Array, labels: jax.Array,
@@ -189,18 +245,21 @@ def modularity(senders: jax.Array, receivers: jax.Array, labels: jax.Array,
   return inside - jnp.sum((degree_sums / stored) ** 2)
 
 
-@functools.partial(jax.jit, static_argnames=("num_nodes",))
+@functools.partial(jax.jit, static_argnames=("num_nodes", "semantics"))
 def modularity_scan(senders: jax.Array, receivers: jax.Array, triangles: jax.Array,
                     order: jax.Array, num_nodes: int, eps_squared: jax.Array, mu: jax.Array,
-                    count_self: jax.Array = False):
-  """:func:`scan_device` for every ``eps_squared`` ([G]); returns the outputs of the one with
-  the highest :func:`modularity` (the smallest eps among ties) and that grid index."""
-  if eps_squared.shape[0] == 1:   # a fixed eps: nothing to choose
-    return scan_device(senders, receivers, triangles, order, num_nodes, eps_squared[0], mu,
-                       count_self), jnp.int32(0)
-
+                    count_self: jax.Array = False, semantics: str = "cdlib"):
+  """:func:`scan_device` (or :func:`scan_paper_device` for ``semantics="paper"``, which
+  ignores ``order`` and ``count_self``) for every ``eps_squared`` ([G]); returns the outputs
+  of the one with the highest :func:`modularity` (the smallest eps among ties) and that grid
+  index."""
   def one(eps_sq):
+    if semantics == "paper":
+      return scan_paper_device(senders, receivers, triangles, num_nodes, eps_sq, mu)
     return scan_device(senders, receivers, triangles, order, num_nodes, eps_sq, mu, count_self)
+
+  if eps_squared.shape[0] == 1:   # a fixed eps: nothing to choose
+    return one(eps_squared[0]), jnp.int32(0)
   results = jax.vmap(one)(eps_squared)
   scores = jax.vmap(lambda labels: modularity(senders, receivers, labels, num_nodes))(results[0])
   best = jnp.argmax(scores)
@@ -239,13 +298,23 @@ def scan_result(clusters, best, eps_values) -> ScanResult:
                     eps=float(eps_values[int(best)]))
 
 
+def check_semantics(semantics: str, count_self: bool) -> None:
+  if semantics not in SEMANTICS:
+    raise ValueError(f"SCAN semantics must be one of {SEMANTICS}, got {semantics!r}")
+  if semantics == "paper" and count_self:
+    raise ValueError("count_self applies to the cdlib semantics only: the paper's Eq. 3 uses "
+                     "open neighbourhoods and has no cores")
+
+
 def scan(graph, eps: float | str = 0.5, mu: int = 3, *, count_self: bool = False,
-         seed: int = 0, order: np.ndarray | None = None) -> ScanResult:
+         seed: int = 0, order: np.ndarray | None = None, semantics: str = "cdlib") -> ScanResult:
   """Clusters ``graph`` visiting nodes in ``order`` (a permutation of the nodes; default a
-  seeded shuffle, see :func:`visiting_order`); ``eps="auto"``: see the module docstring."""
+  seeded shuffle, see :func:`visiting_order`; unused by ``semantics="paper"``);
+  ``eps="auto"`` and ``semantics``: see the module docstring."""
+  check_semantics(semantics, count_self)
   order = visiting_order(graph.num_nodes, seed, order)
   eps_values, eps_squared = eps_squared_grid(eps)
   senders, receivers = graph.device_edges
   triangles = edge_triangles(senders, receivers, graph.num_nodes, wedge_count(graph))
   return scan_result(*modularity_scan(senders, receivers, triangles, order, graph.num_nodes,
-                                      eps_squared, mu, count_self), eps_values)
+                                      eps_squared, mu, count_self, semantics), eps_values)

@@ -28,6 +28,19 @@ leaves them out of every cluster; Algorithm 1 only says "each community"), so ea
 head and competes with the cluster heads by PageRank; by default they enter only through the
 global fill.
 
+``pagerank`` says which PageRank Algorithm 1's steps use. ``"global"`` (default): one
+PageRank of the whole graph for both the heads (step 5) and the fill (steps 10-12).
+``"paper"``: the paper's text read literally (arXiv 2312.04307, Algorithm 1: "5: Calculate
+PageRank scores for all nodes in C_i with damping factor alpha 6: Find node n_max in C_i with
+the highest PageRank score ... 10: Calculate PageRank for all nodes in G \\ S 11: Sort nodes
+in G \\ S by PageRank in descending order"): each head is the argmax (ties: lowest node id) of
+the PageRank of the subgraph induced by its community, and the fill ranks the nodes of
+``G \\ S`` by the PageRank of the subgraph they induce (:func:`graph_al.pagerank.part_pagerank`,
+same alpha and solver). With more communities than budget, which heads to keep is still
+``head_order``'s rule on the GLOBAL PageRank of the heads: our choice, the paper is silent
+on ``k > b``. Measured with and without the paper's SCAN (``semantics="paper"``), no
+combination meets the targets on both Cora and CiteSeer (README, graph_al, ninth session).
+
 ``variant="public"`` reproduces the selection of the public notebook
 (rickymaulanafajri/SPA, ``SCANPageRankOptimized.query``): communities in cdlib's order
 (largest first, ties in SCAN's discovery order) each give their top ``max(1, remaining // k)``
@@ -40,17 +53,18 @@ communities and that loop never ends. Here one pass is followed directly by the 
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
 
-from graph_al.pagerank import pagerank
-from graph_al.scan import (ScanResult, eps_squared_grid, edge_triangles, modularity_scan,
-                           scan_result, visiting_order, wedge_count)
+from graph_al.pagerank import pagerank, part_pagerank
+from graph_al.scan import (ScanResult, check_semantics, eps_squared_grid, edge_triangles,
+                           modularity_scan, scan_result, visiting_order, wedge_count)
 
 VARIANTS = ("paper", "public")
 HEAD_ORDERS = ("pagerank", "size")
+PAGERANKS = ("global", "paper")
 
 
 class SpaQuery(NamedTuple):
@@ -61,11 +75,18 @@ class SpaQuery(NamedTuple):
 
 def spa_from_scores(pagerank: np.ndarray, labels: np.ndarray, budget: int,
                     variant: str = "paper", head_order: str = "pagerank",
-                    singletons: bool = False) -> np.ndarray:
+                    singletons: bool = False, *, head_scores: np.ndarray | None = None,
+                    fill_scores: Callable[[np.ndarray], np.ndarray] | None = None
+                    ) -> np.ndarray:
   """Selects ``budget`` distinct nodes from PageRank scores and community labels (-1: none,
   else ids in SCAN's discovery order); ``head_order`` (paper variant only) ranks the
   community heads when they outnumber the budget; ``singletons`` makes every node labelled
-  -1 a community of its own, numbered after the others in node order (module docstring)."""
+  -1 a community of its own, numbered after the others in node order (module docstring).
+
+  Paper variant only: ``head_scores`` picks each community's head (its highest-scoring
+  member, ties by node id; default ``pagerank``), and ``fill_scores(chosen)`` returns the
+  scores that rank the other nodes for the fill (default ``pagerank``); ties by node id.
+  """
   n = pagerank.shape[0]
   if not 0 < budget <= n:
     raise ValueError(f"budget must be in [1, {n}], got {budget}")
@@ -81,12 +102,20 @@ def spa_from_scores(pagerank: np.ndarray, labels: np.ndarray, budget: int,
   by_rank = np.argsort(-pagerank, kind="stable")
   num_communities = int(labels.max(initial=-1)) + 1
   sizes = np.bincount(labels[labels >= 0], minlength=num_communities)
+  if variant != "paper" and (head_scores is not None or fill_scores is not None):
+    raise ValueError("head_scores and fill_scores apply to the paper variant only")
+  position = np.empty(n, np.int64)
+  position[by_rank] = np.arange(n)
   if variant == "paper":
-    # A community's head is its first member in the global ranking.
-    rank_labels = labels[by_rank]
-    in_community = np.flatnonzero(rank_labels >= 0)
+    # A community's head is its best member by head_scores (ties: lowest id), and `first`
+    # its position in the global ranking.
+    head_scores = pagerank if head_scores is None else head_scores
+    members = np.flatnonzero(labels >= 0)
+    ranked = members[np.lexsort((members, -head_scores[members], labels[members]))]
     first = np.full(num_communities, n)
-    np.minimum.at(first, rank_labels[in_community], in_community)
+    leads = np.r_[True, labels[ranked][1:] != labels[ranked][:-1]] if ranked.size else \
+        np.zeros(0, bool)
+    first[labels[ranked[leads]]] = position[ranked[leads]]
     if head_order == "pagerank":
       heads = np.sort(first[first < n])
     else:   # largest community first, ties by the head's PageRank rank
@@ -111,35 +140,56 @@ def spa_from_scores(pagerank: np.ndarray, labels: np.ndarray, budget: int,
       picks.append(ranked[start:min(start + quota, end)])
       remaining -= quota
     chosen = np.concatenate(picks)[:budget] if picks else np.zeros(0, np.int64)
-    chosen_positions = np.argsort(by_rank)[chosen]
+    chosen_positions = position[chosen]
+  if chosen.size < budget and fill_scores is not None:
+    by_rank = np.argsort(-fill_scores(chosen), kind="stable")
+    chosen_positions = np.flatnonzero(np.isin(by_rank, chosen))
   unchosen = np.ones(n, bool)
   unchosen[chosen_positions] = False
   fill = by_rank[unchosen][:budget - chosen.size]
   return np.concatenate([chosen, fill]).astype(np.int64)
 
 
-@functools.partial(jax.jit, static_argnames=("num_nodes", "num_wedges"))
+@functools.partial(jax.jit, static_argnames=("num_nodes", "num_wedges", "semantics",
+                                             "community_pagerank"))
 def _device_part(senders, receivers, order, num_nodes: int, num_wedges: int, eps_squared, mu,
-                 count_self, alpha):
-  """SCAN and PageRank in one device program: one dispatch, one transfer back."""
+                 count_self, alpha, semantics: str = "cdlib", community_pagerank: bool = False):
+  """SCAN and PageRank (and, if asked, each community's own PageRank) in one device program:
+  one dispatch, one transfer back."""
   triangles = edge_triangles(senders, receivers, num_nodes, num_wedges)
   clusters = modularity_scan(senders, receivers, triangles, order, num_nodes, eps_squared, mu,
-                             count_self)
+                             count_self, semantics)
   scores, _ = pagerank(senders, receivers, num_nodes, alpha)   # as graph_pagerank_async
-  return clusters, scores
+  within = part_pagerank(senders, receivers, clusters[0][0], num_nodes, alpha) \
+      if community_pagerank else None
+  return clusters, scores, within
 
 
 def spa_query(graph, budget: int, *, eps: float | str = 0.5, mu: int = 3,
               count_self: bool = False, alpha: float = 0.95, seed: int = 0,
               variant: str = "paper", head_order: str = "pagerank",
-              singletons: bool = False) -> SpaQuery:
-  """SCAN + PageRank + selection: the whole SPA query (SCAN's ``eps``, ``mu`` and
-  ``count_self`` as :func:`graph_al.scan.scan`)."""
+              singletons: bool = False, semantics: str = "cdlib",
+              pagerank: str = "global") -> SpaQuery:
+  """SCAN + PageRank + selection: the whole SPA query (SCAN's ``eps``, ``mu``,
+  ``count_self`` and ``semantics`` as :func:`graph_al.scan.scan`; ``pagerank``: see the
+  module docstring). ``SpaQuery.pagerank`` is always the global PageRank."""
+  check_semantics(semantics, count_self)
+  if pagerank not in PAGERANKS:
+    raise ValueError(f"pagerank must be one of {PAGERANKS}, got {pagerank!r}")
+  if pagerank == "paper" and variant != "paper":
+    raise ValueError("pagerank='paper' reads Algorithm 1, so needs variant='paper'")
   order = visiting_order(graph.num_nodes, seed)
   eps_values, eps_squared = eps_squared_grid(eps)
-  clusters, scores = jax.device_get(_device_part(
+  clusters, scores, within = jax.device_get(_device_part(
       *graph.device_edges, order, graph.num_nodes, wedge_count(graph), eps_squared, mu,
-      count_self, alpha))
+      count_self, alpha, semantics, pagerank == "paper"))
   clusters = scan_result(*clusters, eps_values)
+  fill_scores = None
+  if pagerank == "paper":
+    def fill_scores(chosen):
+      rest = np.zeros(graph.num_nodes, np.int32)
+      rest[chosen] = -1
+      return np.asarray(part_pagerank(*graph.device_edges, rest, graph.num_nodes, alpha))
   return SpaQuery(spa_from_scores(scores, clusters.labels, budget, variant, head_order,
-                                  singletons), scores, clusters)
+                                  singletons, head_scores=within, fill_scores=fill_scores),
+                  scores, clusters)

@@ -1,7 +1,7 @@
 """SPA and the paper's baselines (arXiv 2312.04307, Sec. 4): one-shot queries of ``b`` nodes.
 
 - ``spa``: :mod:`graph_al.spa` (``QueryConfig.spa_variant``, ``spa_head_order``,
-  ``spa_singletons``);
+  ``spa_singletons``, ``spa_pagerank``; SCAN's ``scan_semantics``: :mod:`graph_al.scan`);
   ``spa_public``: SPA with the public notebook's selection rule, whatever ``spa_variant`` says.
 - ``random``: uniform without replacement.  ``degree`` / ``pagerank``: the top-``b`` nodes.
 - ``featprop`` (Wu et al. 2019): k-means with ``b`` centres on propagated features
@@ -38,7 +38,8 @@ import scipy.sparse as sp
 from graph_al import gnn
 from graph_al.kmeans import kmeans_select
 from graph_al.pagerank import graph_pagerank
-from graph_al.spa import HEAD_ORDERS, VARIANTS, spa_query
+from graph_al.scan import check_semantics
+from graph_al.spa import HEAD_ORDERS, PAGERANKS, VARIANTS, spa_query
 
 STRATEGIES = ("spa", "spa_public", "random", "degree", "pagerank", "age", "featprop", "graphpart",
               "uncertainty")
@@ -47,14 +48,16 @@ STRATEGIES = ("spa", "spa_public", "random", "degree", "pagerank", "age", "featp
 @dataclasses.dataclass(frozen=True)
 class QueryConfig:
   """SPA's defaults are the paper's (eps 0.5, mu 3) and the public code's (alpha 0.95);
-  ``eps="auto"`` and ``count_self``: see :mod:`graph_al.scan`."""
+  ``eps="auto"``, ``count_self`` and ``scan_semantics``: see :mod:`graph_al.scan`."""
   eps: float | str = 0.5
   mu: int = 3
   count_self: bool = False
+  scan_semantics: str = "cdlib"
   alpha: float = 0.95
   spa_variant: str = "paper"
   spa_head_order: str = "pagerank"
   spa_singletons: bool = False
+  spa_pagerank: str = "global"
   propagation_hops: int = 2
   kmeans_dims: int | None = 64
   kmeans_iterations: int = 30
@@ -68,6 +71,11 @@ class QueryConfig:
     if self.spa_head_order not in HEAD_ORDERS:
       raise ValueError(f"spa_head_order must be one of {HEAD_ORDERS}, "
                        f"got {self.spa_head_order!r}")
+    if self.spa_pagerank not in PAGERANKS:
+      raise ValueError(f"spa_pagerank must be one of {PAGERANKS}, got {self.spa_pagerank!r}")
+    if self.spa_pagerank == "paper" and self.spa_variant != "paper":
+      raise ValueError("spa_pagerank='paper' reads Algorithm 1, so needs spa_variant='paper'")
+    check_semantics(self.scan_semantics, self.count_self)
     if not (self.eps == "auto" or isinstance(self.eps, (int, float)) and 0 < self.eps <= 1) \
         or self.mu < 1:
       raise ValueError(f"need 0 < eps <= 1 or eps='auto', and mu >= 1, got eps={self.eps!r}, "
@@ -221,7 +229,10 @@ def select_nodes(strategy: str, graph, budget: int, seeds: Sequence[int],
                                count_self=config.count_self, alpha=config.alpha,
                                seed=s, variant=variant,
                                head_order=config.spa_head_order,
-                               singletons=config.spa_singletons).selected for s in seeds])
+                               singletons=config.spa_singletons,
+                               semantics=config.scan_semantics,
+                               pagerank="global" if variant == "public" else config.spa_pagerank
+                               ).selected for s in seeds])
   if strategy == "random":
     return _random_initial(n, budget, seeds)
   if strategy in ("degree", "pagerank"):

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from graph_al.datasets import karate_graph
 from graph_al.spa import spa_query
 from jaxrepro import cli
@@ -25,6 +27,15 @@ def test_select_writes_report_on_embedded_karate(tmp_path, capsys):
   assert report["config"]["query"]["eps"] == "auto" and report["config"]["query"]["count_self"]
   expected = spa_query(karate_graph(), 4, eps="auto", count_self=True).selected
   assert report["metrics"]["selected"] == expected.tolist()
+  assert cli.main(["graph", "select", "--data", "karate", "--strategy", "spa", "--budget", "9",
+                   "--eps", "0.3", "--mu", "2", "--scan-semantics", "paper", "--spa-pagerank",
+                   "paper", "--json", str(out)]) == 0
+  report = json.loads(out.read_text())
+  assert report["config"]["query"]["scan_semantics"] == "paper"
+  assert report["config"]["query"]["spa_pagerank"] == "paper"
+  expected = spa_query(karate_graph(), 9, eps=0.3, mu=2, semantics="paper", pagerank="paper")
+  assert report["metrics"]["selected"] == expected.selected.tolist()
+  assert expected.selected.tolist() != spa_query(karate_graph(), 9, eps=0.3, mu=2).selected.tolist()
 
 
 def test_run_writes_table_and_plot(tmp_path, capsys):
@@ -50,3 +61,12 @@ def test_bad_input_gives_exit_code_2(capsys):
   assert "budget" in capsys.readouterr().err
   assert cli.main(["graph", "select", "--data", "karate", "--eps", "1.5"]) == 2
   assert "eps" in capsys.readouterr().err
+  assert cli.main(["graph", "select", "--data", "karate", "--scan-semantics", "paper",
+                   "--count-self"]) == 2
+  assert "count_self" in capsys.readouterr().err
+  assert cli.main(["graph", "select", "--data", "karate", "--spa-pagerank", "paper",
+                   "--spa-variant", "public"]) == 2
+  assert "spa_pagerank" in capsys.readouterr().err
+  with pytest.raises(SystemExit) as exit_info:   # argparse's own choices check
+    cli.main(["graph", "select", "--data", "karate", "--scan-semantics", "xu"])
+  assert exit_info.value.code == 2 and "--scan-semantics" in capsys.readouterr().err

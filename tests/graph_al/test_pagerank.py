@@ -36,3 +36,28 @@ def test_directed_pagerank_with_dangling_nodes_matches_networkx():
   np.testing.assert_allclose(np.asarray(scores), _networkx(g, 0.9), atol=1e-6)
   assert 0 < int(iterations) < 5000
   assert abs(float(scores.sum()) - 1.0) < 1e-5
+
+
+def test_part_pagerank_equals_networkx_on_each_induced_subgraph():
+  from graph_al.pagerank import part_pagerank
+  rng = np.random.default_rng(1)
+  upper = np.triu(rng.random((70, 70)) < 0.08, k=1)
+  graph = make_graph("g", np.argwhere(upper), np.eye(70), np.zeros(70, int))
+  g = graph.to_networkx()
+  # Parts of uneven sizes (one a single node, so dangling), some nodes left out.
+  part = rng.integers(-1, 5, 70)
+  part[part == 4] = -1
+  part[7] = 4
+  scores = np.asarray(part_pagerank(*graph.device_edges, jnp.asarray(part), 70, 0.95, 1e-9,
+                                    2000))
+  for p in range(5):
+    nodes = np.flatnonzero(part == p)
+    sub = g.subgraph(nodes.tolist())
+    assert p == 4 or any(sub.degree(v) == 0 for v in sub)   # dangling nodes inside parts
+    expected = nx.pagerank(sub, alpha=0.95, tol=1e-10, max_iter=10_000, weight=None)
+    np.testing.assert_allclose(scores[nodes], [expected[v] for v in nodes], atol=1e-6)
+  assert np.all(scores[part < 0] == 0)
+  # One part holding every node is the whole graph's PageRank.
+  np.testing.assert_allclose(
+      np.asarray(part_pagerank(*graph.device_edges, jnp.zeros(70, jnp.int32), 70, 0.95)),
+      graph_pagerank(graph), atol=1e-6)

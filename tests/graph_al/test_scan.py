@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from graph_al.datasets import karate_graph
-from graph_al.reference import scan_networkx, structural_similarity_networkx
+from graph_al.reference import (scan_networkx, scan_paper_networkx,
+                                structural_similarity_networkx)
 from graph_al.graph import make_graph
 from graph_al.scan import EPS_GRID, eps_squared_floor, scan, structural_similarity
 
@@ -149,3 +150,42 @@ def test_similarity_exactly_eps_counts_as_eps_neighbour(union_graph):
   assert [first, first + 1] in expected
   np.testing.assert_array_equal(result.labels,
                                 _labels_from_clusters(expected, union_graph.num_nodes))
+
+
+@pytest.mark.parametrize("eps,mu", [(0.5, 3), (0.3, 1), (0.4, 2), (0.6, 2), (0.25, 3)])
+def test_paper_semantics_equals_bruteforce_eq_3_4(union_graph, eps, mu):
+  graph = union_graph
+  expected = scan_paper_networkx(graph.to_networkx(), eps, mu)
+  result = scan(graph, eps, mu, semantics="paper", seed=4)
+  np.testing.assert_array_equal(result.labels, _labels_from_clusters(expected, graph.num_nodes))
+  assert result.num_clusters == len(expected) > 0
+  assert all(len(c) >= 2 for c in expected)
+  # No visiting order is involved.
+  np.testing.assert_array_equal(scan(graph, eps, mu, semantics="paper", seed=9).labels,
+                                result.labels)
+
+
+def test_paper_semantics_on_a_hand_made_graph():
+  # Two triangles {0, 1, 2} and {2, 3, 4} sharing node 2, plus the edge 4-5.
+  # Open neighbourhoods: N(0) = {1, 2}, N(1) = {0, 2}, N(2) = {0, 1, 3, 4}, N(3) = {2, 4},
+  # N(4) = {2, 3, 5}, N(5) = {4}. Shared counts and S: 0-1: 1 ({2}), 1/2; 0-2, 1-2, 2-3: 1,
+  # 1/sqrt(8) = 0.354; 2-4: 1 ({3}), 1/sqrt(12) = 0.289; 3-4: 1, 1/sqrt(6) = 0.408;
+  # 4-5: 0, 0.
+  edges = np.array([(0, 1), (0, 2), (1, 2), (2, 3), (2, 4), (3, 4), (4, 5)])
+  graph = make_graph("hand", edges, np.eye(6), np.zeros(6, int))
+  def labels(eps, mu):
+    return scan(graph, eps, mu, semantics="paper").labels.tolist()
+  assert labels(0.5, 1) == [0, 0, -1, -1, -1, -1]           # only 0-1 reaches 1/2
+  assert labels(0.4, 1) == [0, 0, -1, 1, 1, -1]             # and 3-4 (0.408)
+  # eps 0.35: 0-1, 0-2, 1-2, 2-3 and 3-4 link; 2-4 (0.289) does not, but 2 and 4 join
+  # through 3: one community of five; 5 (shared count 0) stays out.
+  assert labels(0.35, 1) == [0, 0, 0, 0, 0, -1]
+  assert labels(0.35, 2) == [-1] * 6                        # no edge shares 2 neighbours
+  result = scan(graph, 0.4, 1, semantics="paper")
+  # Node 2 touches both communities: a hub; 5 touches one: an outlier.
+  assert result.is_hub.tolist() == [False, False, True, False, False, False]
+  assert result.is_outlier.tolist() == [False] * 5 + [True]
+  with pytest.raises(ValueError, match="semantics"):
+    scan(graph, semantics="xu")
+  with pytest.raises(ValueError, match="count_self"):
+    scan(graph, semantics="paper", count_self=True)

@@ -1,3 +1,4 @@
+import networkx as nx
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -6,6 +7,7 @@ from graph_al.datasets import karate_graph
 from graph_al.reference import scan_networkx
 from graph_al.scan import visiting_order
 from graph_al.spa import spa_from_scores, spa_query
+from tests.graph_al.test_scan import _disjoint_union
 
 
 def _notebook_selection(pagerank, communities, budget):
@@ -136,3 +138,79 @@ def test_bad_budget_or_variant_is_rejected():
     spa_from_scores(np.ones(3), np.zeros(3, int), 2, "other")
   with pytest.raises(ValueError, match="head_order"):
     spa_from_scores(np.ones(3), np.zeros(3, int), 2, head_order="other")
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(5, 60), k=st.integers(0, 12), data=st.data())
+def test_head_and_fill_scores_match_algorithm_1_written_as_loops(n, k, data):
+  rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+  pagerank = rng.integers(0, 8, n).astype(float)   # many ties: broken by node id
+  head_scores = rng.integers(0, 8, n).astype(float)
+  fill_table = rng.integers(0, 8, n).astype(float)
+  labels = rng.integers(-1, k, n) if k else np.full(n, -1)
+  budget = data.draw(st.integers(1, n))
+  calls = []
+  def fill_scores(chosen):
+    calls.append(sorted(chosen.tolist()))
+    return fill_table
+  # Step 6: each community's head by its own scores; k > b: the heads of highest global
+  # PageRank; steps 10-12: the other nodes by the fill scores.
+  heads = [min(np.flatnonzero(labels == c).tolist(), key=lambda v: (-head_scores[v], v))
+           for c in set(labels.tolist()) - {-1}]
+  expected = sorted(heads, key=lambda v: (-pagerank[v], v))[:budget]
+  expected += sorted(set(range(n)) - set(expected),
+                     key=lambda v: (-fill_table[v], v))[:budget - len(expected)]
+  chosen = spa_from_scores(pagerank, labels, budget, head_scores=head_scores,
+                           fill_scores=fill_scores)
+  np.testing.assert_array_equal(chosen, expected)
+  assert calls == ([sorted(expected[:len(heads)])] if len(heads) < budget else [])
+
+
+def _networkx_algorithm_1(g, labels, global_pagerank, budget):
+  """Algorithm 1 with networkx: each community's head by the PageRank of its induced
+  subgraph, heads kept by global PageRank when they outnumber the budget, the fill by the
+  PageRank of the subgraph induced by the other nodes; ties by node id. Returns the heads
+  kept, the fill and the fill's PageRank."""
+  def pagerank_of(nodes):
+    return nx.pagerank(g.subgraph(nodes), alpha=0.95, tol=1e-10, max_iter=10_000)
+  heads = []
+  for c in range(labels.max(initial=-1) + 1):
+    scores = pagerank_of(np.flatnonzero(labels == c).tolist())
+    heads.append(min(scores, key=lambda v: (-scores[v], v)))
+  heads = sorted(heads, key=lambda v: (-global_pagerank[v], v))[:budget]
+  scores = pagerank_of(sorted(set(g.nodes) - set(heads)))
+  return heads, sorted(scores, key=lambda v: (-scores[v], v))[:budget - len(heads)], scores
+
+
+def test_paper_pagerank_steps_match_networkx_on_induced_subgraphs(small_graphs):
+  # One graph of four components (one compiled query program): 4 communities under cdlib's
+  # SCAN, 13 under the paper's at eps 0.3, mu 2, so budgets 3 / 12 / 30 both cut the heads
+  # (k > b) and fill.
+  graph = _disjoint_union(small_graphs[1:4] + [karate_graph()])
+  g = graph.to_networkx()
+  fills = truncations = 0
+  for semantics in ("cdlib", "paper"):
+    for budget in (3, 12, 30):
+      query = spa_query(graph, budget, eps=0.3, mu=2, semantics=semantics, pagerank="paper",
+                        seed=1)
+      selected = query.selected.tolist()
+      assert len(selected) == len(set(selected)) == budget
+      heads, fill, scores = _networkx_algorithm_1(g, query.clusters.labels, query.pagerank,
+                                                  budget)
+      assert selected[:len(heads)] == heads
+      # float32 against float64: at every fill position, the same PageRank up to rounding.
+      np.testing.assert_allclose([scores[v] for v in selected[len(heads):]],
+                                 [scores[v] for v in fill], atol=1e-6)
+      fills += len(fill) > 0
+      truncations += query.clusters.num_clusters > budget
+  assert fills >= 3 and truncations >= 2
+
+
+def test_paper_pagerank_options_are_checked():
+  graph = karate_graph()
+  with pytest.raises(ValueError, match="pagerank"):
+    spa_query(graph, 4, pagerank="local")
+  with pytest.raises(ValueError, match="variant"):
+    spa_query(graph, 4, pagerank="paper", variant="public")
+  with pytest.raises(ValueError, match="paper variant"):
+    spa_from_scores(np.ones(3), np.zeros(3, int), 2, "public", head_scores=np.ones(3))
