@@ -87,6 +87,13 @@ def _speed(graph, networkx_repeats: int, rounds: int = 5) -> dict:
   }
 
 
+def _settings(quick: bool):
+  """Seeds, budgets and GNN of every run here (full: 10 seeds, 300 epochs)."""
+  from graph_al.gnn import GNNConfig
+  return (list(range(2 if quick else 10)), [20, 40] if quick else [10, 20, 40, 80, 160],
+          GNNConfig(epochs=60 if quick else 300))
+
+
 def _scan_variants(graph, budgets, seeds, model, variants=SCAN_VARIANTS) -> dict:
   """SPA's macro-F1 under each of ``variants`` (name -> QueryConfig fields), with label-free
   facts about the clustering (eps used, communities, nodes clustered, largest community) and,
@@ -123,10 +130,7 @@ def run_paper_literal(quick: bool, out_dir: Path) -> Report:
   Degree and PageRank in the same process (full: 10 seeds, 300 epochs)."""
   from graph_al.active import run_experiment
   from graph_al.datasets import load_graph
-  from graph_al.gnn import GNNConfig
-  seeds = list(range(2 if quick else 10))
-  budgets = [20, 40] if quick else [10, 20, 40, 80, 160]
-  model = GNNConfig(epochs=60 if quick else 300)
+  seeds, budgets, model = _settings(quick)
   graphs, metrics, data = {}, {}, {}
   load = {"before": os.getloadavg()}
   for name in ("cora", "citeseer"):
@@ -154,10 +158,7 @@ def run_paper_literal(quick: bool, out_dir: Path) -> Report:
 def run_scan_variants(quick: bool, out_dir: Path) -> Report:
   """SPA under each SCAN variant on Cora and CiteSeer (full: 10 seeds, 300 epochs)."""
   from graph_al.datasets import load_graph
-  from graph_al.gnn import GNNConfig
-  seeds = list(range(2 if quick else 10))
-  budgets = [20, 40] if quick else [10, 20, 40, 80, 160]
-  model = GNNConfig(epochs=60 if quick else 300)
+  seeds, budgets, model = _settings(quick)
   metrics, data = {}, {}
   for name in ("cora", "citeseer"):
     graph, source = load_graph(name)
@@ -184,13 +185,9 @@ def _query_times(graph, strategies, budget, query, model) -> dict:
 def run(quick: bool, out_dir: Path) -> Report:
   from graph_al.active import markdown_table, run_experiment
   from graph_al.datasets import load_graph
-  from graph_al.gnn import GNNConfig
   from graph_al.strategies import STRATEGIES, QueryConfig
   from jaxrepro.metrics import plot_curves
-
-  seeds = list(range(2 if quick else 10))
-  budgets = [20, 40] if quick else [10, 20, 40, 80, 160]
-  model = GNNConfig(epochs=60 if quick else 300)
+  seeds, budgets, model = _settings(quick)
   query = QueryConfig(age_rounds=2 if quick else 4)
   metrics, timings, data, notes = {}, {}, {}, []
   for name in ("cora", "citeseer"):
