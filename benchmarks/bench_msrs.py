@@ -238,7 +238,8 @@ def run(quick: bool, out_dir: Path, size: str | None = None, resume: bool = Fals
   """``size``: ``quick``, ``medium`` (``--medium``: VSR, dense vs MSRS, on a CPU),
   ``words`` (``--words``: the same on 20 single words) or ``full``; by default ``quick`` or
   ``full`` as ``quick`` says. ``resume`` (``--resume``) reuses the runs already in
-  ``<out>/msrs_rows.jsonl`` of this configuration (size, model, seed) instead of rerunning.
+  ``<out>/msrs_rows.jsonl`` of this configuration (size, modality, model, seed, learning
+  rate) instead of rerunning.
   ``model`` (``--model``) replaces the size's model preset, ``seed`` (``--seed``) seeds
   everything, ``method_labels`` (``--methods``) picks a subset of the size's methods,
   ``modalities`` (``--modalities``) the models (``video``, ``av``), ``learning_rate``
