@@ -31,13 +31,18 @@ Options: ``--model NAME`` replaces the size's model by a preset of
 :data:`sparse_sr.model.PRESETS` (e.g. ``--medium --model conformer-tiny``: the same task, corpus
 and schedule with a larger model); ``--seed N`` (default 0) seeds initialization, data order
 and masks; ``--methods a,b`` runs only those of the size's methods (labels of ``dense``,
-``magnitude``, ``set``, ``rigl``, ``msrs-dense``, ``msrs-sparse``), in the order given. Rows
-record size, modality, method label, model and seed, and ``--resume`` reuses only rows whose
-five agree, so runs of different models or seeds share one ``msrs_rows.jsonl`` without mixing.
-The verdict needs a dense row of the same configuration (run now or resumed).
+``magnitude``, ``set``, ``rigl``, ``msrs-dense``, ``msrs-sparse``), in the order given;
+``--modalities M[,M]`` trains those models (``video``: VSR, ``av``: AVSR; default ``video``,
+``video,av`` for the full size) on the size's corpus; ``--learning-rate X`` replaces the
+size's peak learning rate (3e-3, 2e-3 for the full size). Rows record size, modality, method
+label, model, seed and learning rate, and ``--resume`` reuses only rows whose six agree, so
+runs of different models, seeds or learning rates share one ``msrs_rows.jsonl`` without
+mixing (rows written before a field was recorded ran the size's default). The verdict needs a
+dense row of the same configuration (run now or resumed).
 
 Run: ``python -m benchmarks.bench_msrs [--quick | --medium | --words] [--model NAME]
-[--seed N] [--methods a,b] [--resume]`` or ``jaxrepro bench msrs [--quick]``.
+[--seed N] [--methods a,b] [--modalities M[,M]] [--learning-rate X] [--resume]`` or
+``jaxrepro bench msrs [--quick]``.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from jaxrepro.bench import Report, benchmark, benchmark_main
 
 FAIL_CER = 0.8
 SPARSITY = 0.5
+MODALITIES = ("video", "av")  # VSR, AVSR
 QUICK_METHODS = [("dense", "none", "sparse"), ("magnitude", "magnitude", "sparse"),
                  ("msrs-sparse", "msrs", "sparse")]
 ALL_METHODS = [("dense", "none", "sparse"), ("magnitude", "magnitude", "sparse"),
@@ -100,6 +106,17 @@ def gradient_flow(records: list[dict]) -> dict[str, dict[str, float]]:
           for g, v in sorted(groups.items())}
 
 
+def pick_modalities(size: str, names: tuple[str, ...] | None) -> tuple[str, ...]:
+  """The models to train, from ``names`` (``video``, ``av``) in that order; by default
+  ``video``, and both for the full size."""
+  if names is None:
+    return MODALITIES if size == "full" else ("video",)
+  unknown = [name for name in names if name not in MODALITIES]
+  if unknown or not names:
+    raise ValueError(f"unknown modalities {unknown}; choose from {', '.join(MODALITIES)}")
+  return tuple(dict.fromkeys(names))
+
+
 def pick_methods(size_methods: list[tuple[str, str, str]],
                  labels: tuple[str, ...] | None) -> list[tuple[str, str, str]]:
   """The (label, method, switch) entries of ``size_methods`` named by ``labels``, in that
@@ -113,11 +130,16 @@ def pick_methods(size_methods: list[tuple[str, str, str]],
   return [known[label] for label in dict.fromkeys(labels)]
 
 
+KEY_FIELDS = ("size", "modality", "label", "model", "seed", "learning_rate")
+
+
 def row_key(row: dict) -> tuple:
-  """What a row of ``msrs_rows.jsonl`` was run with: (size, modality, label, model, seed).
-  Rows written before model and seed were recorded ran the size's default model, seed 0."""
-  return (row["size"], row["modality"], row["label"],
-          row.get("model", SETTINGS[row["size"]]["model"]), row.get("seed", 0))
+  """What a row of ``msrs_rows.jsonl`` was run with: (size, modality, label, model, seed,
+  learning rate). Rows written before model, seed and learning rate were recorded ran the
+  size's default model and learning rate, seed 0."""
+  defaults = SETTINGS[row["size"]]
+  return (row["size"], row["modality"], row["label"], row.get("model", defaults["model"]),
+          row.get("seed", 0), float(row.get("learning_rate", defaults["learning_rate"])))
 
 
 def finished_rows(rows_path: Path) -> dict[tuple, dict]:
@@ -128,8 +150,7 @@ def finished_rows(rows_path: Path) -> dict[tuple, dict]:
     for line in rows_path.read_text().splitlines():
       row = json.loads(line)
       key = row_key(row)
-      done[key] = {k: v for k, v in row.items()
-                   if k not in ("size", "modality", "label", "model", "seed")}
+      done[key] = {k: v for k, v in row.items() if k not in KEY_FIELDS}
   return done
 
 
@@ -211,13 +232,18 @@ WORDS_METHODS = MEDIUM_METHODS[:3]
 @benchmark("msrs")
 def run(quick: bool, out_dir: Path, size: str | None = None, resume: bool = False,
         model: str | None = None, seed: int = 0,
-        method_labels: tuple[str, ...] | None = None) -> Report:
+        method_labels: tuple[str, ...] | None = None,
+        modalities: tuple[str, ...] | None = None,
+        learning_rate: float | None = None) -> Report:
   """``size``: ``quick``, ``medium`` (``--medium``: VSR, dense vs MSRS, on a CPU),
   ``words`` (``--words``: the same on 20 single words) or ``full``; by default ``quick`` or
   ``full`` as ``quick`` says. ``resume`` (``--resume``) reuses the runs already in
-  ``<out>/msrs_rows.jsonl`` of this configuration (size, model, seed) instead of rerunning.
+  ``<out>/msrs_rows.jsonl`` of this configuration (size, modality, model, seed, learning
+  rate) instead of rerunning.
   ``model`` (``--model``) replaces the size's model preset, ``seed`` (``--seed``) seeds
-  everything, ``method_labels`` (``--methods``) picks a subset of the size's methods."""
+  everything, ``method_labels`` (``--methods``) picks a subset of the size's methods,
+  ``modalities`` (``--modalities``) the models (``video``, ``av``), ``learning_rate``
+  (``--learning-rate``) replaces the size's peak learning rate."""
   from sparse_sr.data import corpus
   from sparse_sr.data.loader import Dataset
   from sparse_sr.model import PRESETS
@@ -225,17 +251,21 @@ def run(quick: bool, out_dir: Path, size: str | None = None, resume: bool = Fals
   size = size or ("quick" if quick else "full")
   if model is not None and model not in PRESETS:
     raise ValueError(f"unknown model {model!r}; choose from {sorted(PRESETS)}")
-  settings = {**SETTINGS[size], **({"model": model} if model else {}), "seed": seed}
-  modalities = ("video", "av") if size == "full" else ("video",)
+  if learning_rate is not None and not learning_rate > 0:
+    raise ValueError(f"--learning-rate must be positive, got {learning_rate}")
+  settings = {**SETTINGS[size], **({"model": model} if model else {}), "seed": seed,
+              **({"learning_rate": float(learning_rate)} if learning_rate is not None else {})}
+  chosen_modalities = pick_modalities(size, modalities)
   methods = pick_methods({"quick": QUICK_METHODS, "medium": MEDIUM_METHODS,
                           "words": WORDS_METHODS, "full": ALL_METHODS}[size], method_labels)
   folder = make_corpus(size, out_dir)
   rows_path = out_dir / "msrs_rows.jsonl"
   done = finished_rows(rows_path) if resume else {}
-  configuration = {"model": settings["model"], "seed": seed}
+  configuration = {"model": settings["model"], "seed": seed,
+                   "learning_rate": settings["learning_rate"]}
   tokenizer = CharTokenizer()
   metrics = {}
-  for modality in modalities:
+  for modality in chosen_modalities:
     uses = dict(use_audio=modality != "video", use_video=True)
     train_set = Dataset(corpus.read_manifest(folder / "train.jsonl"), tokenizer, **uses)
     test_set = Dataset(corpus.read_manifest(folder / "test.jsonl"), tokenizer, **uses)
@@ -255,11 +285,13 @@ def run(quick: bool, out_dir: Path, size: str | None = None, resume: bool = Fals
   _plot(metrics, out_dir)
   options = ("" if size == "full" else f" --{size}") + (f" --model {model}" if model else "") \
       + (f" --seed {seed}" if seed else "") \
-      + (f" --methods {','.join(method_labels)}" if method_labels else "")
+      + (f" --methods {','.join(method_labels)}" if method_labels else "") \
+      + (f" --modalities {','.join(modalities)}" if modalities else "") \
+      + (f" --learning-rate {learning_rate:g}" if learning_rate is not None else "")
   return Report(
       "msrs", "python -m benchmarks.bench_msrs" + options,
       config={**settings, "target_sparsity": SPARSITY, "fail_cer": FAIL_CER,
-              "methods": [m[0] for m in methods], "modalities": list(modalities)},
+              "methods": [m[0] for m in methods], "modalities": list(chosen_modalities)},
       data=f"embedded:espeak-ng synthesized corpus with synthetic mouth video ({folder})",
       metrics=metrics,
       timings={m: {label: row["seconds"] for label, row in v["runs"].items()}
@@ -288,11 +320,16 @@ def _main(argv: list[str] | None = None) -> None:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--methods", dest="method_labels", default=None,
                       type=lambda s: tuple(s.split(",")))
+  parser.add_argument("--modalities", default=None, type=lambda s: tuple(s.split(",")))
+  parser.add_argument("--learning-rate", dest="learning_rate", type=float, default=None)
   extra, rest = parser.parse_known_args(argv)
   description = (__doc__.splitlines()[0] + " Also: --medium | --words (CPU-sized tasks), "
                  "--model NAME (a sparse_sr.model preset), --seed N (default 0), --methods a,b "
-                 f"(of {', '.join(m[0] for m in ALL_METHODS)}), --resume (reuse the finished "
-                 "runs of the same size, model and seed in <out>/msrs_rows.jsonl).")
+                 f"(of {', '.join(m[0] for m in ALL_METHODS)}), --modalities M[,M] (of "
+                 f"{', '.join(MODALITIES)}; default video, both for the full size), "
+                 "--learning-rate X (replaces the size's peak LR), --resume (reuse the "
+                 "finished runs of the same size, model, seed and learning rate in "
+                 "<out>/msrs_rows.jsonl).")
   benchmark_main(functools.partial(run, **vars(extra)), description, rest)
 
 

@@ -1,5 +1,5 @@
 """The MSRS benchmark's bookkeeping: method subsets, options, and resumed rows kept apart by
-model and seed."""
+model, seed, modality and learning rate."""
 
 import json
 
@@ -16,8 +16,8 @@ def test_methods_subset_in_the_order_given():
     bench.pick_methods(bench.WORDS_METHODS, ("dense", "set"))  # not one of --words' methods
 
 
-def _row(size, label, cer, **configuration):
-  return {"size": size, "modality": "video", "label": label, **configuration,
+def _row(size, label, cer, modality="video", **configuration):
+  return {"size": size, "modality": modality, "label": label, **configuration,
           "curve": [{"step": 10, "seconds": 1.0, "cer": cer, "wer": 1.0}], "final_cer": cer,
           "final_wer": 1.0, "seconds": 1.0}
 
@@ -31,19 +31,47 @@ def test_finished_rows_keep_models_and_seeds_apart(tmp_path):
   path.write_text("".join(json.dumps(r) + "\n" for r in rows))
   done = bench.finished_rows(path)
   assert {key: row["final_cer"] for key, row in done.items()} == {
-      ("medium", "video", "dense", "conformer-nano", 0): 0.5,
-      ("medium", "video", "dense", "conformer-tiny", 0): 0.9,
-      ("medium", "video", "dense", "conformer-tiny", 1): 0.6}
-  assert "seed" not in done["medium", "video", "dense", "conformer-tiny", 1]
+      ("medium", "video", "dense", "conformer-nano", 0, 3e-3): 0.5,
+      ("medium", "video", "dense", "conformer-tiny", 0, 3e-3): 0.9,
+      ("medium", "video", "dense", "conformer-tiny", 1, 3e-3): 0.6}
+  assert "seed" not in done["medium", "video", "dense", "conformer-tiny", 1, 3e-3]
+
+
+def test_finished_rows_keep_learning_rates_and_modalities_apart(tmp_path):
+  path = tmp_path / "msrs_rows.jsonl"
+  rows = [_row("medium", "dense", 0.5),  # written before the learning rate was recorded
+          _row("medium", "dense", 0.95, learning_rate=1e-2),
+          _row("medium", "dense", 0.3, modality="av"),
+          _row("full", "dense", 0.2, modality="av"),  # the full size's default is 2e-3
+          _row("full", "dense", 0.1, modality="av", learning_rate=3e-3)]
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  done = bench.finished_rows(path)
+  assert {key: row["final_cer"] for key, row in done.items()} == {
+      ("medium", "video", "dense", "conformer-nano", 0, 3e-3): 0.5,
+      ("medium", "video", "dense", "conformer-nano", 0, 1e-2): 0.95,
+      ("medium", "av", "dense", "conformer-nano", 0, 3e-3): 0.3,
+      ("full", "av", "dense", "conformer-tiny", 0, 2e-3): 0.2,
+      ("full", "av", "dense", "conformer-tiny", 0, 3e-3): 0.1}
+  assert "learning_rate" not in done["medium", "video", "dense", "conformer-nano", 0, 1e-2]
+  # an explicit default learning rate is the same configuration as an old row without one
+  assert bench.row_key(_row("medium", "dense", 0.5, learning_rate=0.003)) == bench.row_key(
+      _row("medium", "dense", 0.5))
 
 
 class _FakeDataset(list):
   def __init__(self, entries, tokenizer, **uses):
     super().__init__(entries)
+    self.uses = uses
+
+
+def _fake_corpus(monkeypatch, tmp_path):
+  from sparse_sr.data import corpus, loader
+  monkeypatch.setattr(bench, "make_corpus", lambda size, out_dir: tmp_path)
+  monkeypatch.setattr(corpus, "read_manifest", lambda path: [])
+  monkeypatch.setattr(loader, "Dataset", _FakeDataset)
 
 
 def test_resume_reruns_only_the_missing_rows_of_this_configuration(monkeypatch, tmp_path):
-  from sparse_sr.data import corpus, loader
   ran = []
 
   def fake_run_method(method, switch, modality, train_set, test_set, *, model, seed, **_):
@@ -51,10 +79,8 @@ def test_resume_reruns_only_the_missing_rows_of_this_configuration(monkeypatch, 
     return {k: v for k, v in _row("medium", "", 0.3).items()
             if k not in ("size", "modality", "label")}
 
-  monkeypatch.setattr(bench, "make_corpus", lambda size, out_dir: tmp_path)
+  _fake_corpus(monkeypatch, tmp_path)
   monkeypatch.setattr(bench, "run_method", fake_run_method)
-  monkeypatch.setattr(corpus, "read_manifest", lambda path: [])
-  monkeypatch.setattr(loader, "Dataset", _FakeDataset)
   path = tmp_path / "msrs_rows.jsonl"
   path.write_text(json.dumps(_row("medium", "dense", 0.9, model="conformer-tiny", seed=1))
                   + "\n" + json.dumps(_row("medium", "msrs-dense", 0.2)) + "\n")
@@ -75,11 +101,64 @@ def test_resume_reruns_only_the_missing_rows_of_this_configuration(monkeypatch, 
     bench.run(False, tmp_path, size="medium", model="conformer-huge")
 
 
+def test_learning_rate_and_modality_runs_apart_from_the_default_ones(monkeypatch, tmp_path):
+  ran = []
+
+  def fake_run_method(method, switch, modality, train_set, test_set, *, learning_rate, **_):
+    ran.append((method, switch, modality, learning_rate, train_set.uses["use_audio"]))
+    return {k: v for k, v in _row("medium", "", 0.4).items()
+            if k not in ("size", "modality", "label")}
+
+  _fake_corpus(monkeypatch, tmp_path)
+  monkeypatch.setattr(bench, "run_method", fake_run_method)
+  path = tmp_path / "msrs_rows.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in [
+      _row("medium", "dense", 0.5),  # video, the size's 3e-3: neither is reused below
+      _row("medium", "dense", 0.95, modality="av", learning_rate=1e-2),
+      _row("medium", "dense", 0.9, modality="av", learning_rate=3e-3)]))
+  report = bench.run(False, tmp_path, size="medium", resume=True, modalities=("av",),
+                     learning_rate=1e-2, method_labels=("dense", "msrs-sparse"))
+  assert ran == [("msrs", "sparse", "av", 1e-2, True)]
+  assert list(report.metrics) == ["av"]
+  assert report.metrics["av"]["runs"]["dense"]["final_cer"] == 0.95
+  assert report.config["learning_rate"] == 1e-2 and report.config["modalities"] == ["av"]
+  appended = json.loads(path.read_text().splitlines()[-1])
+  assert (appended["label"], appended["modality"], appended["learning_rate"]) == (
+      "msrs-sparse", "av", 1e-2)
+  assert report.command.endswith("--medium --methods dense,msrs-sparse --modalities av "
+                                 "--learning-rate 0.01")
+  ran.clear()  # the defaults: video only, the size's learning rate; its dense row is reused
+  report = bench.run(False, tmp_path, size="medium", resume=True, method_labels=("dense",))
+  assert ran == [] and list(report.metrics) == ["video"]
+  assert report.metrics["video"]["runs"]["dense"]["final_cer"] == 0.5
+  assert report.config["learning_rate"] == 3e-3
+
+
+def test_full_size_trains_both_models_by_default():
+  assert bench.pick_modalities("full", None) == ("video", "av")
+  assert bench.pick_modalities("medium", None) == ("video",)
+  assert bench.pick_modalities("medium", ("av", "video", "av")) == ("av", "video")
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(modalities=("audio",)), r"unknown modalities \['audio'\]"),
+    (dict(modalities=()), "unknown modalities"),
+    (dict(learning_rate=0.0), "must be positive"),
+    (dict(learning_rate=-1e-3), "must be positive"),
+    (dict(learning_rate=float("nan")), "must be positive")])
+def test_bad_modalities_and_learning_rates_raise(monkeypatch, tmp_path, options, message):
+  monkeypatch.setattr(bench, "make_corpus", lambda size, out_dir: pytest.fail("ran"))
+  with pytest.raises(ValueError, match=message):
+    bench.run(False, tmp_path, size="medium", **options)
+
+
 def test_options_reach_run(monkeypatch):
   seen = {}
   monkeypatch.setattr(bench, "benchmark_main",
                       lambda fn, description, rest: seen.update(fn.keywords, rest=rest))
   bench._main(["--medium", "--model", "conformer-tiny", "--seed", "1", "--methods",
-               "dense,msrs-sparse", "--resume", "--out", "x"])
+               "dense,msrs-sparse", "--modalities", "video,av", "--learning-rate", "1e-2",
+               "--resume", "--out", "x"])
   assert seen == {"size": "medium", "resume": True, "model": "conformer-tiny", "seed": 1,
-                  "method_labels": ("dense", "msrs-sparse"), "rest": ["--out", "x"]}
+                  "method_labels": ("dense", "msrs-sparse"), "modalities": ("video", "av"),
+                  "learning_rate": 1e-2, "rest": ["--out", "x"]}
