@@ -243,12 +243,16 @@ def run_benchmarks(names: list[str] | None, *, quick: bool, out_dir: str | os.Pa
 def benchmark_main(run: BenchmarkFn, description: str = "",
                    argv: list[str] | None = None) -> Report:
   """The command line of ``python -m benchmarks.bench_<name> [--quick] [--out DIR]``:
-  runs ``run``, writes its report and prints the Markdown summary."""
+  runs ``run``, writes its report and prints the Markdown summary. Bad input (``ValueError``,
+  ``FileNotFoundError``) exits with status 2 and the message, not a traceback."""
   parser = argparse.ArgumentParser(description=description)
   parser.add_argument("--quick", action="store_true", help="small configuration")
   parser.add_argument("--out", default="reports", metavar="DIR", help="report directory")
   args = parser.parse_args(argv)
-  report = run(quick=args.quick, out_dir=Path(args.out))
+  try:
+    report = run(quick=args.quick, out_dir=Path(args.out))
+  except (ValueError, FileNotFoundError) as e:  # bad input: a clear message, as `jaxrepro` does
+    parser.error(str(e))
   json_path, md_path = report.write(args.out)
   print(report.markdown())
   print(f"wrote {json_path} and {md_path}")

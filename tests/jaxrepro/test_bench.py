@@ -89,3 +89,22 @@ def test_benchmark_main_runs_and_writes(tmp_path, capsys):
   assert report.command == "quick=True"
   assert json.loads((tmp_path / "cli_bench.json").read_text())["metrics"] == {"y": 2}
   assert "| y | 2 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("error", [ValueError("unknown modalities ['audio']"),
+                                   FileNotFoundError("no corpus at /nowhere")])
+def test_benchmark_main_turns_bad_input_into_a_usage_error(tmp_path, capsys, error):
+  def run(quick, out_dir):
+    raise error
+  with pytest.raises(SystemExit) as exit_info:
+    bench.benchmark_main(run, "demo", ["--out", str(tmp_path)])
+  assert exit_info.value.code == 2
+  assert f"error: {error}" in capsys.readouterr().err
+  assert not list(tmp_path.iterdir())  # no report written
+
+
+def test_benchmark_main_lets_other_errors_through(tmp_path):
+  def run(quick, out_dir):
+    raise RuntimeError("a bug, not bad input")
+  with pytest.raises(RuntimeError, match="a bug"):
+    bench.benchmark_main(run, "demo", ["--out", str(tmp_path)])
