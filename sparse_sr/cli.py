@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -249,6 +250,8 @@ def _write(report, args) -> None:
     report.write_json(args.json)
   if args.out:
     report.write(args.out)
+  # Say which data was used, as every command does; on stderr so stdout stays one JSON document.
+  print(f"data: {report.data}", file=sys.stderr)
   print(json.dumps(report.as_dict()["metrics"], indent=2))
 
 

@@ -111,3 +111,15 @@ def test_prune_warmup_epochs_reach_the_sampler(flags, warmup):
   assert sampler.warmup_epochs == config["prune_warmup_epochs"] == warmup
   # the first selection keeps everything only during a warm-up
   assert len(sampler.epoch_order(0)) == (300 if warmup else 210)
+
+
+def test_reports_say_which_data_on_stderr_and_keep_stdout_json(capsys):
+  import argparse
+
+  from jaxrepro.bench import Report
+  from sparse_sr.cli import _write
+  _write(Report("speech-eval", "jaxrepro speech eval", data="embedded:espeak-ng corpus",
+                metrics={"step": 2}, env={}), argparse.Namespace(json=None, out=None))
+  captured = capsys.readouterr()
+  assert "data: embedded:espeak-ng corpus" in captured.err
+  assert json.loads(captured.out) == {"step": 2}
