@@ -255,10 +255,17 @@ def _write(report, args) -> None:
   print(json.dumps(report.as_dict()["metrics"], indent=2))
 
 
+def _synthesize_espeak_corpus(out_dir, config) -> dict[str, Path]:
+  """espeak-ng synthesis with a progress bar: it takes minutes (seconds with --quick)."""
+  from jaxrepro.progress import progress
+  from sparse_sr.data import corpus
+  with progress(desc="synthesize") as bar:
+    return corpus.make_espeak_corpus(out_dir, config, progress_bar=bar)
+
+
 def cmd_make_corpus(args) -> int:
   from jaxrepro.bench import Report
   from jaxrepro.data import resolve_data
-  from jaxrepro.progress import progress
   from sparse_sr.data import corpus
   if not args.out:
     raise ValueError("make-corpus needs --out DIR")
@@ -272,8 +279,7 @@ def cmd_make_corpus(args) -> int:
     if args.all_voices:
       settings.update(train_variants=None, train_accents=corpus.ENGLISH_ACCENTS)
     config = corpus.EspeakCorpusConfig(**settings, video=not args.no_video, seed=args.seed)
-    with progress(desc="synthesize") as bar:
-      paths = corpus.make_espeak_corpus(args.out, config, progress_bar=bar)
+    paths = _synthesize_espeak_corpus(args.out, config)
     data = "embedded:espeak-ng (espeakng-loader wheel) + pydoc_data.topics"
     cfg = dataclasses.asdict(config)
   elif args.kind == "fsdd":
@@ -352,7 +358,7 @@ def cmd_train(args) -> int:
     if not (data_dir / "train.jsonl").is_file():
       config = corpus.EspeakCorpusConfig(**(QUICK_CORPUS if args.quick else FULL_CORPUS),
                                          video=args.modality != "audio", seed=args.seed)
-      corpus.make_espeak_corpus(data_dir, config)
+      _synthesize_espeak_corpus(data_dir, config)
     data = f"embedded:espeak-ng synthesized corpus ({data_dir})"
   train_utts = corpus.read_manifest(data_dir / "train.jsonl")
   if args.tokenizer == "char":

@@ -123,3 +123,17 @@ def test_reports_say_which_data_on_stderr_and_keep_stdout_json(capsys):
   captured = capsys.readouterr()
   assert "data: embedded:espeak-ng corpus" in captured.err
   assert json.loads(captured.out) == {"step": 2}
+
+
+def test_train_shows_progress_while_synthesizing_its_default_corpus(tmp_path, monkeypatch):
+  from sparse_sr.data import corpus
+
+  class Synthesizing(Exception):
+    pass
+
+  def recording_synthesis(out_dir, config, progress_bar=None):
+    raise Synthesizing(progress_bar)
+  monkeypatch.setattr(corpus, "make_espeak_corpus", recording_synthesis)
+  with pytest.raises(Synthesizing) as synthesis:
+    main(["--quiet", "speech", "train", "--quick", "--out", str(tmp_path)])
+  assert synthesis.value.args[0] is not None  # a progress bar was handed to the synthesizer
