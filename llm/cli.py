@@ -114,6 +114,8 @@ def _cmd_generate(args) -> int:
   params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                           top_p=args.top_p, seed=args.seed, warmup_tokens=args.warmup_tokens)
   model, tokenizer, source = _load(args.gguf)
+  # Say which model answers; on stderr, since stdout is the generated text.
+  print(f"model: {source}", file=sys.stderr)
   rule, cal = _skip_rule(model, tokenizer, args.skip_ratio, args.data, args.seed)
   prompt = (tokenizer.apply_chat_template([{"role": "user", "content": args.prompt}])
             if args.chat else args.prompt)

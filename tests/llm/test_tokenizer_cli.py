@@ -29,3 +29,14 @@ def test_cli_help_and_bad_input(capsys, tmp_path):
   with pytest.raises(SystemExit) as e:
     main(["llm", "eval-skip", "--ratios", "0.1,2"])
   assert e.value.code == 2
+
+
+def test_generate_says_which_model_on_stderr(capsys, monkeypatch):
+  import llm.cli
+
+  class NoTokens:
+    def encode(self, text):
+      return []
+  monkeypatch.setattr(llm.cli, "_load", lambda gguf: (None, NoTokens(), "embedded:test.gguf"))
+  assert main(["llm", "generate", "--prompt", "x"]) == 2  # empty after encoding: stops early
+  assert "model: embedded:test.gguf" in capsys.readouterr().err
