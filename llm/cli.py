@@ -164,6 +164,7 @@ def _cmd_eval_skip(args) -> int:
                             warmup_tokens=min(args.warmup_tokens, 4), rounds=2, seed=args.seed)
   model, tokenizer, source = _load(args.gguf)
   corpus = load_corpus(args.data)
+  print(f"data: model {source}, text {corpus.source.describe()}")
   names = ["calibrated", "reference", "timed"] + [
       f"{m}@{r:g}" for r in config.ratios if r > 0 for m in methods]
   bar = progress(total=len(names), desc="eval-skip")
