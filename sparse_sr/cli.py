@@ -339,6 +339,8 @@ def cmd_train(args) -> int:
                      f"{args.self_train}")
   if args.speaker_cmvn and args.modality == "video":
     raise ValueError("--speaker-cmvn normalizes audio features; use --modality audio or av")
+  if args.steps is not None and args.steps < 1:
+    raise ValueError(f"--steps must be >= 1, got {args.steps}")
   if args.adaptation_takes < 1:
     raise ValueError(f"--adaptation-takes must be at least 1, got {args.adaptation_takes}")
   if not 0 <= args.mfcc <= (args.n_mels or FeatureConfig.n_mels):

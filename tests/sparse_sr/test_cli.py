@@ -53,6 +53,8 @@ def test_bad_inputs_exit_2_with_a_message(tmp_path, capsys):
   assert "--mfcc" in capsys.readouterr().err
   assert main(["speech", "train", "--data", str(tmp_path), "--mfcc", "81"]) == 2
   assert "--mfcc" in capsys.readouterr().err
+  assert main(["speech", "train", "--data", str(tmp_path), "--steps", "-5"]) == 2
+  assert "--steps" in capsys.readouterr().err
 
 
 def test_bad_sparse_and_pruning_flags_exit_2(tmp_path, capsys):
