@@ -114,6 +114,8 @@ def _cmd_generate(args) -> int:
   params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                           top_p=args.top_p, seed=args.seed, warmup_tokens=args.warmup_tokens)
   model, tokenizer, source = _load(args.gguf)
+  # Say which model answers; on stderr, since stdout is the generated text.
+  print(f"model: {source}", file=sys.stderr)
   rule, cal = _skip_rule(model, tokenizer, args.skip_ratio, args.data, args.seed)
   prompt = (tokenizer.apply_chat_template([{"role": "user", "content": args.prompt}])
             if args.chat else args.prompt)
@@ -162,6 +164,7 @@ def _cmd_eval_skip(args) -> int:
                             warmup_tokens=min(args.warmup_tokens, 4), rounds=2, seed=args.seed)
   model, tokenizer, source = _load(args.gguf)
   corpus = load_corpus(args.data)
+  print(f"data: model {source}, text {corpus.source.describe()}")
   names = ["calibrated", "reference", "timed"] + [
       f"{m}@{r:g}" for r in config.ratios if r > 0 for m in methods]
   bar = progress(total=len(names), desc="eval-skip")

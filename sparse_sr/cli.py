@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -249,13 +250,22 @@ def _write(report, args) -> None:
     report.write_json(args.json)
   if args.out:
     report.write(args.out)
+  # Say which data was used, as every command does; on stderr so stdout stays one JSON document.
+  print(f"data: {report.data}", file=sys.stderr)
   print(json.dumps(report.as_dict()["metrics"], indent=2))
+
+
+def _synthesize_espeak_corpus(out_dir, config) -> dict[str, Path]:
+  """espeak-ng synthesis with a progress bar: it takes minutes (seconds with --quick)."""
+  from jaxrepro.progress import progress
+  from sparse_sr.data import corpus
+  with progress(desc="synthesize") as bar:
+    return corpus.make_espeak_corpus(out_dir, config, progress_bar=bar)
 
 
 def cmd_make_corpus(args) -> int:
   from jaxrepro.bench import Report
   from jaxrepro.data import resolve_data
-  from jaxrepro.progress import progress
   from sparse_sr.data import corpus
   if not args.out:
     raise ValueError("make-corpus needs --out DIR")
@@ -269,8 +279,7 @@ def cmd_make_corpus(args) -> int:
     if args.all_voices:
       settings.update(train_variants=None, train_accents=corpus.ENGLISH_ACCENTS)
     config = corpus.EspeakCorpusConfig(**settings, video=not args.no_video, seed=args.seed)
-    with progress(desc="synthesize") as bar:
-      paths = corpus.make_espeak_corpus(args.out, config, progress_bar=bar)
+    paths = _synthesize_espeak_corpus(args.out, config)
     data = "embedded:espeak-ng (espeakng-loader wheel) + pydoc_data.topics"
     cfg = dataclasses.asdict(config)
   elif args.kind == "fsdd":
@@ -330,6 +339,8 @@ def cmd_train(args) -> int:
                      f"{args.self_train}")
   if args.speaker_cmvn and args.modality == "video":
     raise ValueError("--speaker-cmvn normalizes audio features; use --modality audio or av")
+  if args.steps is not None and args.steps < 1:
+    raise ValueError(f"--steps must be >= 1, got {args.steps}")
   if args.adaptation_takes < 1:
     raise ValueError(f"--adaptation-takes must be at least 1, got {args.adaptation_takes}")
   if not 0 <= args.mfcc <= (args.n_mels or FeatureConfig.n_mels):
@@ -349,7 +360,7 @@ def cmd_train(args) -> int:
     if not (data_dir / "train.jsonl").is_file():
       config = corpus.EspeakCorpusConfig(**(QUICK_CORPUS if args.quick else FULL_CORPUS),
                                          video=args.modality != "audio", seed=args.seed)
-      corpus.make_espeak_corpus(data_dir, config)
+      _synthesize_espeak_corpus(data_dir, config)
     data = f"embedded:espeak-ng synthesized corpus ({data_dir})"
   train_utts = corpus.read_manifest(data_dir / "train.jsonl")
   if args.tokenizer == "char":

@@ -151,7 +151,11 @@ def evaluate(model: SpeechRecognizer, dataset: Dataset, *, batch_size: int = 32,
   def decode_all(warp: float | None) -> dict[int, dict[str, Any]]:
     """Hypotheses of every utterance (by index) under one warp factor (None: none)."""
     out = {}
-    for batch in eval_batches(dataset, batch_size, padding):
+    # Decoding a test set (once per VTLN warp) can take minutes on CPU: show how far it is.
+    batches = progress(eval_batches(dataset, batch_size, padding),
+                       total=-(-len(dataset) // batch_size), leave=False,
+                       desc="decode" if warp is None else f"decode (warp {warp:g})")
+    for batch in batches:
       if transform is not None:
         batch = transform(batch)
       device_batch = {k: v for k, v in batch.items() if k != "index"}

@@ -70,3 +70,13 @@ def test_bad_input_gives_exit_code_2(capsys):
   with pytest.raises(SystemExit) as exit_info:   # argparse's own choices check
     cli.main(["graph", "select", "--data", "karate", "--scan-semantics", "xu"])
   assert exit_info.value.code == 2 and "--scan-semantics" in capsys.readouterr().err
+
+
+def test_benchmark_help_names_its_modes():
+  import subprocess
+  import sys
+  from pathlib import Path
+  root = Path(__file__).resolve().parents[2]
+  help_text = subprocess.run([sys.executable, "-m", "benchmarks.bench_graph_al", "--help"],
+                             cwd=root, capture_output=True, text=True, check=True).stdout
+  assert "--scan-variants" in help_text and "--paper-literal" in help_text

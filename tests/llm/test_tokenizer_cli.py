@@ -29,3 +29,35 @@ def test_cli_help_and_bad_input(capsys, tmp_path):
   with pytest.raises(SystemExit) as e:
     main(["llm", "eval-skip", "--ratios", "0.1,2"])
   assert e.value.code == 2
+
+
+def test_generate_says_which_model_on_stderr(capsys, monkeypatch):
+  import llm.cli
+
+  class NoTokens:
+    def encode(self, text):
+      return []
+  monkeypatch.setattr(llm.cli, "_load", lambda gguf: (None, NoTokens(), "embedded:test.gguf"))
+  assert main(["llm", "generate", "--prompt", "x"]) == 2  # empty after encoding: stops early
+  assert "model: embedded:test.gguf" in capsys.readouterr().err
+
+
+def test_eval_skip_says_which_model_and_text(capsys, monkeypatch):
+  import types
+
+  import llm.cli
+  import llm.corpus
+  import llm.skip_eval
+
+  class Stop(Exception):
+    pass
+
+  def stop(*args, **kwargs):
+    raise Stop
+  text = types.SimpleNamespace(source=types.SimpleNamespace(describe=lambda: "embedded:text"))
+  monkeypatch.setattr(llm.cli, "_load", lambda gguf: (None, None, "embedded:test.gguf"))
+  monkeypatch.setattr(llm.corpus, "load_corpus", lambda data: text)
+  monkeypatch.setattr(llm.skip_eval, "evaluate_skipping", stop)
+  with pytest.raises(Stop):
+    main(["--quiet", "llm", "eval-skip"])
+  assert "data: model embedded:test.gguf, text embedded:text" in capsys.readouterr().out

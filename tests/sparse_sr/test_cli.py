@@ -53,6 +53,8 @@ def test_bad_inputs_exit_2_with_a_message(tmp_path, capsys):
   assert "--mfcc" in capsys.readouterr().err
   assert main(["speech", "train", "--data", str(tmp_path), "--mfcc", "81"]) == 2
   assert "--mfcc" in capsys.readouterr().err
+  assert main(["speech", "train", "--data", str(tmp_path), "--steps", "-5"]) == 2
+  assert "--steps" in capsys.readouterr().err
 
 
 def test_bad_sparse_and_pruning_flags_exit_2(tmp_path, capsys):
@@ -111,3 +113,29 @@ def test_prune_warmup_epochs_reach_the_sampler(flags, warmup):
   assert sampler.warmup_epochs == config["prune_warmup_epochs"] == warmup
   # the first selection keeps everything only during a warm-up
   assert len(sampler.epoch_order(0)) == (300 if warmup else 210)
+
+
+def test_reports_say_which_data_on_stderr_and_keep_stdout_json(capsys):
+  import argparse
+
+  from jaxrepro.bench import Report
+  from sparse_sr.cli import _write
+  _write(Report("speech-eval", "jaxrepro speech eval", data="embedded:espeak-ng corpus",
+                metrics={"step": 2}, env={}), argparse.Namespace(json=None, out=None))
+  captured = capsys.readouterr()
+  assert "data: embedded:espeak-ng corpus" in captured.err
+  assert json.loads(captured.out) == {"step": 2}
+
+
+def test_train_shows_progress_while_synthesizing_its_default_corpus(tmp_path, monkeypatch):
+  from sparse_sr.data import corpus
+
+  class Synthesizing(Exception):
+    pass
+
+  def recording_synthesis(out_dir, config, progress_bar=None):
+    raise Synthesizing(progress_bar)
+  monkeypatch.setattr(corpus, "make_espeak_corpus", recording_synthesis)
+  with pytest.raises(Synthesizing) as synthesis:
+    main(["--quiet", "speech", "train", "--quick", "--out", str(tmp_path)])
+  assert synthesis.value.args[0] is not None  # a progress bar was handed to the synthesizer

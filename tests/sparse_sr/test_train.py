@@ -139,3 +139,24 @@ def test_vtln_gives_each_speaker_the_warp_of_most_probable_best_paths(data):
                                                                   warps=(1.0,))
   assert plain["greedy_ctc"] == unit["greedy_ctc"]
   assert plain["greedy_attention"] == unit["greedy_attention"]
+
+
+def test_evaluation_shows_a_progress_bar_per_warp(data, monkeypatch):
+  import importlib
+
+  from flax import nnx
+
+  from sparse_sr.model import SpeechRecognizer
+  train_module = importlib.import_module("sparse_sr.train")  # the package exports train()
+  bars = []
+
+  def recording_progress(iterable, *, total, desc, **kwargs):
+    bars.append((desc, total))
+    return iterable
+  monkeypatch.setattr(train_module, "progress", recording_progress)
+  _, test_set = data
+  model = SpeechRecognizer(ModelConfig(vocab_size=CharTokenizer().vocab_size, **NANO),
+                           rngs=nnx.Rngs(0))
+  evaluate(model, test_set, batch_size=2, warps=(0.9, 1.0))
+  batches = -(-len(test_set) // 2)
+  assert bars == [("decode (warp 0.9)", batches), ("decode (warp 1)", batches)]
