@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import integrate, optimize
 
-from jaxrepro.bench import Report, benchmark, benchmark_main, time_fn
+from jaxrepro.bench import Report, benchmark, benchmark_main, doc_summary, time_fn
 
 PAPER_SIGMA = {"qso": 7.9, "grb": 3.9}
 SWEEPS = {"qso": [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0], "grb": [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]}
@@ -377,4 +377,4 @@ def _run(quick: bool, out_dir: Path) -> Report:
 
 
 if __name__ == "__main__":
-  benchmark_main(run, __doc__.splitlines()[0])
+  benchmark_main(run, doc_summary(__doc__))

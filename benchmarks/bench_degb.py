@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxrepro.bench import Report, benchmark, benchmark_main, time_fn
+from jaxrepro.bench import Report, benchmark, benchmark_main, doc_summary, time_fn
 from jaxrepro.progress import progress
 from cosmo.degb.precision import float64
 
@@ -113,4 +113,4 @@ def run(quick: bool, out_dir: Path) -> Report:
 
 
 if __name__ == "__main__":
-  benchmark_main(run, __doc__.splitlines()[0])
+  benchmark_main(run, doc_summary(__doc__))

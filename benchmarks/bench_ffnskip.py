@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxrepro.bench import Report, benchmark, benchmark_main
+from jaxrepro.bench import Report, benchmark, benchmark_main, doc_summary
 
 FULL = dict(ratios=(0.0, 0.1, 0.2, 0.25, 0.3), num_prompts=20, new_tokens=64, speed_tokens=128,
             heldout_seqs=4, calib_seqs=2, seq_len=128, warmup_tokens=16, rounds=5, calib_iters=10,
@@ -124,4 +124,4 @@ def run(quick: bool, out_dir: Path) -> Report:
 
 
 if __name__ == "__main__":
-  benchmark_main(run, __doc__.splitlines()[0])
+  benchmark_main(run, doc_summary(__doc__))

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxrepro.bench import Report, benchmark, benchmark_main, time_fn
+from jaxrepro.bench import Report, benchmark, benchmark_main, doc_summary, time_fn
 from jaxrepro.metrics import to_jsonable
 
 PAPER_CITESEER = {"spa": {20: 46.3, 40: 57.1, 80: 60.8}, "graphpart": {20: 45.0, 40: 45.4,
@@ -255,7 +255,7 @@ def run(quick: bool, out_dir: Path) -> Report:
 
 if __name__ == "__main__":
   # --help must name the two modes, which argparse never sees (they are taken out of argv).
-  usage = (" ".join(__doc__.splitlines()[:2]) + " Also: --scan-variants (only SPA under each "
+  usage = (doc_summary(__doc__) + " Also: --scan-variants (only SPA under each "
            "SCAN variant), --paper-literal (only SPA under the paper's Eq. 3-4 / Algorithm 1 "
            "read literally, then Random, Degree and PageRank).")
   if "--scan-variants" in sys.argv[1:]:

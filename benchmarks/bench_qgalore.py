@@ -15,7 +15,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxrepro.bench import Report, benchmark, benchmark_main, time_fn
+from jaxrepro.bench import Report, benchmark, benchmark_main, doc_summary, time_fn
 
 OPTIMIZERS = {"adamw": 3e-3, "galore": 0.01, "qgalore": 0.01, "adam8bit": 3e-3}
 
@@ -127,4 +127,4 @@ def run(quick: bool, out_dir: Path) -> Report:
 
 
 if __name__ == "__main__":
-  benchmark_main(run, __doc__.splitlines()[0])
+  benchmark_main(run, doc_summary(__doc__))

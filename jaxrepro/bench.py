@@ -240,6 +240,12 @@ def run_benchmarks(names: list[str] | None, *, quick: bool, out_dir: str | os.Pa
   return reports
 
 
+def doc_summary(doc: str) -> str:
+  """A module docstring's first paragraph on one line: a benchmark's ``--help`` description
+  (its first line alone often stops mid-sentence)."""
+  return " ".join(doc.strip().split("\n\n")[0].split())
+
+
 def benchmark_main(run: BenchmarkFn, description: str = "",
                    argv: list[str] | None = None) -> Report:
   """The command line of ``python -m benchmarks.bench_<name> [--quick] [--out DIR]``:

@@ -26,7 +26,8 @@ ENTRY_POINT_GROUP = "jaxrepro.families"
 def add_common_args(parser: argparse.ArgumentParser, *, data_help: str | None = None) -> None:
   """Adds DESIGN.md's common flags to a command's parser."""
   parser.add_argument("--quick", action="store_true",
-                      help="small configuration that runs in about a minute on 2 CPU cores")
+                      help="small configuration for a quick check (far less work than the default; "
+                      "seconds to minutes on 2 CPU cores, see README)")
   parser.add_argument("--data", metavar="PATH", default=None,
                       help=data_help or "input data (default: $JAXREPRO_DATA, ../shared/data, "
                       "then the embedded default; the report says which was used)")

@@ -120,7 +120,8 @@ def evaluate(model: SpeechRecognizer, dataset: Dataset, *, batch_size: int = 32,
              candidates: Sequence[str] | None = None,
              warps: Sequence[float] | None = None,
              transform: Callable[[dict], dict] | None = None,
-             candidate_bias: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+             candidate_bias: dict[str, np.ndarray] | None = None,
+             quiet: bool | None = None) -> dict[str, Any]:
   """WER/CER of greedy CTC, greedy attention decoding, joint CTC/attention beam search
   when ``beam > 0``, and closed-vocabulary recognition (the best-scoring of ``candidates``
   under the hybrid model) when given, on ``dataset``.
@@ -134,7 +135,8 @@ def evaluate(model: SpeechRecognizer, dataset: Dataset, *, batch_size: int = 32,
   to every batch (e.g. :class:`sparse_sr.adaptation.SpeakerCMVN`'s speaker statistics).
   ``candidate_bias`` maps a speaker to offsets ``(K,)`` of ``sorted(set(candidates))``,
   added to their log-likelihoods in closed-vocabulary recognition (see
-  :func:`sparse_sr.adaptation.prior_matching_bias`; other speakers: none).
+  :func:`sparse_sr.adaptation.prior_matching_bias`; other speakers: none). ``quiet``: as
+  :func:`jaxrepro.progress.progress` (one bar per decoding pass).
   """
   if warps and beam:
     raise ValueError("test-time VTLN (warps) decodes greedily; use beam=0")
@@ -154,7 +156,8 @@ def evaluate(model: SpeechRecognizer, dataset: Dataset, *, batch_size: int = 32,
     # Decoding a test set (once per VTLN warp) can take minutes on CPU: show how far it is.
     batches = progress(eval_batches(dataset, batch_size, padding),
                        total=-(-len(dataset) // batch_size), leave=False,
-                       desc="decode" if warp is None else f"decode (warp {warp:g})")
+                       desc="decode" if warp is None else f"decode (warp {warp:g})",
+                       quiet=quiet)
     for batch in batches:
       if transform is not None:
         batch = transform(batch)
@@ -336,7 +339,7 @@ def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *
     if eval_data is not None and (step % config.eval_every == 0 or step == config.steps):
       result = evaluate(nnx.merge(graphdef, weights(params, opt_state), other), eval_data,
                         batch_size=config.eval_batch_size, mesh=mesh,
-                        transform=eval_transform)
+                        transform=eval_transform, quiet=quiet)
       evaluations.append({"step": step, "seconds": step_seconds, **result})
       if logger:
         logger.log(step, eval_cer=result["greedy_ctc"]["cer"],

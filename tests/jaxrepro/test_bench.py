@@ -108,3 +108,19 @@ def test_benchmark_main_lets_other_errors_through(tmp_path):
     raise RuntimeError("a bug, not bad input")
   with pytest.raises(RuntimeError, match="a bug"):
     bench.benchmark_main(run, "demo", ["--out", str(tmp_path)])
+
+
+def test_doc_summary_is_the_whole_first_paragraph_on_one_line():
+  doc = """\nFirst sentence runs over
+  two lines (and ends here).
+
+  Details that --help leaves out.\n"""
+  assert bench.doc_summary(doc) == "First sentence runs over two lines (and ends here)."
+
+
+def test_benchmark_help_is_not_cut_mid_sentence():
+  import subprocess
+  import sys
+  out = subprocess.run([sys.executable, "-m", "benchmarks.bench_ffnskip", "--help"],
+                       capture_output=True, text=True, check=True).stdout
+  assert "greedy agreement)." in " ".join(out.split())

@@ -150,8 +150,8 @@ def test_evaluation_shows_a_progress_bar_per_warp(data, monkeypatch):
   train_module = importlib.import_module("sparse_sr.train")  # the package exports train()
   bars = []
 
-  def recording_progress(iterable, *, total, desc, **kwargs):
-    bars.append((desc, total))
+  def recording_progress(iterable, *, total, desc, quiet=None, **kwargs):
+    bars.append((desc, total, quiet))
     return iterable
   monkeypatch.setattr(train_module, "progress", recording_progress)
   _, test_set = data
@@ -159,4 +159,8 @@ def test_evaluation_shows_a_progress_bar_per_warp(data, monkeypatch):
                            rngs=nnx.Rngs(0))
   evaluate(model, test_set, batch_size=2, warps=(0.9, 1.0))
   batches = -(-len(test_set) // 2)
-  assert bars == [("decode (warp 0.9)", batches), ("decode (warp 1)", batches)]
+  assert bars == [("decode (warp 0.9)", batches, None), ("decode (warp 1)", batches, None)]
+  # train(quiet=True), as the benchmarks call it, must silence its evaluations' bars too.
+  bars.clear()
+  evaluate(model, test_set, batch_size=2, quiet=True)
+  assert bars == [("decode", batches, True)]
