@@ -156,11 +156,16 @@ class SkipStats(NamedTuple):
 
 
 def skip_stats(ffn_ran: np.ndarray, weights: np.ndarray | None = None) -> SkipStats:
-  """``ffn_ran`` ``(..., num_layers)`` bool; ``weights`` ``(...)`` selects/weights tokens."""
+  """``ffn_ran`` ``(..., num_layers)`` bool; ``weights`` ``(...)`` selects/weights tokens.
+  With no token selected (e.g. every token inside the warm-up) the ratios are NaN: nothing
+  was measured, and 0/0 must not read as "everything skipped"."""
   ran = np.asarray(ffn_ran, np.float64)
   ran = ran.reshape(-1, ran.shape[-1])
   w = np.ones(len(ran)) if weights is None else np.asarray(weights, np.float64).reshape(-1)
-  per_layer = 1.0 - (w @ ran) / max(w.sum(), 1e-12)
+  if w.sum() == 0:
+    nothing = np.full(ran.shape[-1], np.nan)
+    return SkipStats(nothing, float("nan"))
+  per_layer = 1.0 - (w @ ran) / w.sum()
   return SkipStats(per_layer, float(per_layer.mean()))
 
 

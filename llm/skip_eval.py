@@ -222,6 +222,9 @@ class SkipEvalConfig:
     if not 0 <= self.warmup_tokens < self.seq_len - 1:
       raise ValueError(f"need 0 <= warmup_tokens ({self.warmup_tokens}) < seq_len - 1 "
                        f"({self.seq_len - 1})")
+    if self.new_tokens <= self.warmup_tokens:
+      raise ValueError(f"new_tokens ({self.new_tokens}) must exceed warmup_tokens "
+                       f"({self.warmup_tokens}): skipping starts after the warm-up")
     if self.speed_tokens < 2:
       raise ValueError(f"speed_tokens must be >= 2, got {self.speed_tokens}")
 

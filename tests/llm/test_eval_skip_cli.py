@@ -110,3 +110,10 @@ def test_generate_cli_streams_the_greedy_continuation(tiny_gguf, tmp_path, capsy
   assert text == tokenizer.decode(ids)
   assert "".join(writes).strip() == text.strip()
   assert sum(bool(w.strip()) for w in writes) > 1  # printed piece by piece, not at the end
+
+
+def test_agreement_tokens_must_outlast_the_warm_up():
+  from llm.skip_eval import SkipEvalConfig
+  with pytest.raises(ValueError, match="must exceed warmup_tokens"):
+    SkipEvalConfig(new_tokens=8, warmup_tokens=16)
+  assert SkipEvalConfig(new_tokens=17, warmup_tokens=16).new_tokens == 17

@@ -119,6 +119,14 @@ def test_random_and_static_baselines(model, tokens):
                                 [True, False, True, True, False, True])
 
 
+def test_skip_stats_of_no_selected_token_is_nan_not_all_skipped():
+  ran = np.ones((8, 6), bool)  # every FFN ran ...
+  none_selected = ffnskip.skip_stats(ran, np.zeros(8))  # ... but no token is measured
+  assert np.isnan(none_selected.ratio) and np.isnan(none_selected.per_layer).all()
+  some = ffnskip.skip_stats(ran, (np.arange(8) >= 4).astype(float))
+  assert some.ratio == 0.0
+
+
 def test_cold_regions_and_threshold_bisection():
   cosine = np.array([0.05, 0.9, 0.97, 0.98, 0.96, 0.97, 0.95, 0.7])
   assert ffnskip.cold_regions(cosine) == (2, 6)
