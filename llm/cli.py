@@ -152,16 +152,16 @@ def _cmd_eval_skip(args) -> int:
   from llm.corpus import load_corpus
   from llm.skip_eval import SkipEvalConfig, evaluate_skipping
   methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-  config = SkipEvalConfig(ratios=args.ratios, methods=methods, num_prompts=args.prompts,
-                          new_tokens=args.new_tokens, speed_tokens=args.speed_tokens,
-                          heldout_seqs=args.heldout_seqs, calib_seqs=args.calib_seqs,
-                          seq_len=args.seq_len, warmup_tokens=args.warmup_tokens, k=args.k,
-                          rounds=args.rounds, seed=args.seed)
+  settings = dict(ratios=args.ratios, methods=methods, num_prompts=args.prompts,
+                  new_tokens=args.new_tokens, speed_tokens=args.speed_tokens,
+                  heldout_seqs=args.heldout_seqs, calib_seqs=args.calib_seqs,
+                  seq_len=args.seq_len, warmup_tokens=args.warmup_tokens, k=args.k,
+                  rounds=args.rounds, seed=args.seed)
   if args.quick:
-    config = SkipEvalConfig(ratios=args.ratios, methods=methods, num_prompts=min(args.prompts, 4),
-                            new_tokens=min(args.new_tokens, 16), speed_tokens=24, heldout_seqs=2,
-                            calib_seqs=2, seq_len=64, k=args.k,
-                            warmup_tokens=min(args.warmup_tokens, 4), rounds=2, seed=args.seed)
+    settings.update(num_prompts=min(args.prompts, 4), new_tokens=min(args.new_tokens, 16),
+                    speed_tokens=24, heldout_seqs=2, calib_seqs=2, seq_len=64,
+                    warmup_tokens=min(args.warmup_tokens, 4), rounds=2)
+  config = SkipEvalConfig(**settings)
   model, tokenizer, source = _load(args.gguf)
   corpus = load_corpus(args.data)
   print(f"data: model {source}, text {corpus.source.describe()}")
