@@ -50,7 +50,7 @@ def test_eval_skip_says_which_model_and_text(capsys, monkeypatch):
   import llm.skip_eval
 
   class Stop(Exception):
-    pass
+    """Ends the command once it has printed its data line."""
 
   def stop(*args, **kwargs):
     raise Stop

@@ -131,7 +131,7 @@ def test_train_shows_progress_while_synthesizing_its_default_corpus(tmp_path, mo
   from sparse_sr.data import corpus
 
   class Synthesizing(Exception):
-    pass
+    """Ends training at the corpus synthesis, carrying the progress bar it was given."""
 
   def recording_synthesis(out_dir, config, progress_bar=None):
     raise Synthesizing(progress_bar)
