@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
 from pathlib import Path
 
@@ -163,7 +164,7 @@ def _cmd_sft(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
   from coursegpt.pipeline import Backends, config_for, read_jsonl
-  from coursegpt.stages import run_eval
+  from coursegpt.stages import judge_failure_notes, run_eval
   config = config_for(args.quick)
   test_path = Path(args.qa_test)
   test = read_jsonl(test_path)
@@ -178,7 +179,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     ticker.close()
     report = Report("coursegpt-eval", "jaxrepro coursegpt eval",
                     {"quick": args.quick, "judge": args.judge,
-                     "adapters": str(adapters) if adapters else None}, str(test_path), metrics)
+                     "adapters": str(adapters) if adapters else None}, str(test_path), metrics,
+                    notes=judge_failure_notes(metrics, args.judge))
+    for note in report.notes:
+      print(f"warning: {note}", file=sys.stderr)
     return _finish(report, args, backends, start)
 
 

@@ -104,6 +104,7 @@ def evaluate_student(student, judge_backend, test: Sequence[dict[str, Any]],
       tick()
   metrics = reference_metrics(answers, [qa["answer"] for qa in test])
   metrics["judge_score"] = statistics.fmean(scores) if scores else None
+  metrics["judgements"] = len(scores)
   metrics["judge_failures"] = failures
   metrics["mean_answer_words"] = statistics.fmean(len(a.split()) for a in answers)
   metrics["answers"] = answers
@@ -186,6 +187,25 @@ def tuned_student(backends: Backends, adapter_dir: Path) -> CachedBackend:
   engine = engine_with_weights(backends.engine, merged_into(backends.fresh_model(), adapted),
                                name)
   return backends.cached(LocalBackend(engine))
+
+
+def judge_failure_notes(results: dict[str, dict[str, Any]], judge_spec: str) -> list[str]:
+  """Report notes for the students of ``run_eval``'s ``results`` whose answers the judge did
+  not always grade in the verdict format: their ``judge_score`` averages only the graded
+  answers, and is None when none was."""
+  notes = []
+  for name, metrics in results.items():
+    failures, graded = metrics["judge_failures"], metrics["judgements"]
+    if not failures:
+      continue
+    if graded:
+      notes.append(f"{name}: the judge ({judge_spec}) gave no parseable verdict for {failures} "
+                   f"of {failures + graded} answers; judge_score averages the other {graded}")
+    else:
+      notes.append(f"{name}: the judge ({judge_spec}) gave no parseable verdict for any of the "
+                   f"{failures} answers, so judge_score is null; a small local model rarely "
+                   "keeps to the verdict format: pass --judge URL of a stronger one")
+  return notes
 
 
 def run_eval(backends: Backends, test: Sequence[dict[str, Any]], config: PipelineConfig, *,

@@ -46,7 +46,7 @@ def run_pretrain(config_name: str, optimizer: str, steps: int, *, batch: int, se
   opt_config = pretrain.OptimizerConfig(name=optimizer, learning_rate=lr, rank=rank,
                                         update_proj_gap=gap)
   trainer = pretrain.build(model_config, opt_config, seed)
-  state = trainer.init()
+  state = trainer.init(jax.random.key(seed))
   mesh = None
   if mesh_spec:
     from jaxrepro.mesh import make_mesh, shard_fsdp
@@ -164,7 +164,7 @@ def _compiled_step_memory(config, opt_config, batch, seq) -> dict[str, int]:
   from qgalore_jax import pretrain
   config = dataclasses.replace(config, max_seq_len=max(seq, config.max_seq_len))
   trainer = pretrain.build(config, opt_config)
-  state = jax.eval_shape(trainer.init)
+  state = jax.eval_shape(trainer.init, jax.random.key(0))
   tokens = jax.ShapeDtypeStruct((batch, seq + 1), np.int32)
   return compiled_memory(trainer.step, state, tokens)
 

@@ -97,7 +97,7 @@ class TrainState(NamedTuple):
 class Trainer(NamedTuple):
   graphdef: Any
   optimizer: optax.GradientTransformation
-  init: Callable[[], TrainState]
+  init: Callable[[jax.Array], TrainState]  # jitted: the model's parameters from a key
   step: Callable[[TrainState, jax.Array], tuple[TrainState, jax.Array]]  # jitted, donates
   step_fn: Callable[[TrainState, jax.Array], tuple[TrainState, jax.Array]]  # not jitted
 
@@ -118,8 +118,8 @@ def build(model_config: LlamaConfig, opt_config: OptimizerConfig, seed: int = 0)
   optimizer = make_optimizer(opt_config, abstract_params)
   quantized = opt_config.name == "qgalore"
 
-  def init() -> TrainState:
-    _, params = nnx.split(Llama(model_config, rngs=nnx.Rngs(seed)))
+  def init(key: jax.Array) -> TrainState:
+    _, params = nnx.split(Llama(model_config, rngs=nnx.Rngs(key)))
     opt_state = optimizer.init(params)
     if quantized:
       params = quantize_params(params, projected_mask(params), bits=8)
@@ -136,7 +136,9 @@ def build(model_config: LlamaConfig, opt_config: OptimizerConfig, seed: int = 0)
       params = optax.apply_updates(state.params, updates)
     return TrainState(params, opt_state, key, state.step + 1), loss
 
-  # a jitted init returns distinct buffers, which the donating step requires
+  # a jitted init returns distinct buffers, which the donating step requires; the key is an
+  # argument because from a constant key XLA constant-folds the whole random initialization
+  # while compiling (over 300 s for llama_60m on CPU)
   return Trainer(graphdef, optimizer, jax.jit(init), jax.jit(train_step, donate_argnums=0),
                  train_step)
 

@@ -257,7 +257,8 @@ def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *
   ``layer_norm_steps`` steps record per-leaf gradient norms; ``eval_transform`` is
   :func:`evaluate`'s ``transform`` for ``eval_data``. Returns the model, final
   metrics, evaluations (with ``seconds``, the cumulative real time of the steps so far, data
-  loading and compilation included), throughput, ``step_seconds`` (real time of all steps),
+  loading and compilation included, and ``steady_seconds``, the same without the steps that
+  compiled), throughput, ``step_seconds`` (real time of all steps),
   ``steady_seconds`` (the same without the steps that compiled) and ``steady_cpu_seconds``
   (this process's CPU time in those steps: less sensitive to other jobs on the machine).
   """
@@ -340,7 +341,8 @@ def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *
       result = evaluate(nnx.merge(graphdef, weights(params, opt_state), other), eval_data,
                         batch_size=config.eval_batch_size, mesh=mesh,
                         transform=eval_transform, quiet=quiet)
-      evaluations.append({"step": step, "seconds": step_seconds, **result})
+      evaluations.append({"step": step, "seconds": step_seconds,
+                          "steady_seconds": steady_seconds, **result})
       if logger:
         logger.log(step, eval_cer=result["greedy_ctc"]["cer"],
                    eval_wer=result["greedy_ctc"]["wer"],

@@ -86,3 +86,33 @@ def test_example_runs():
   assert match, proc.stdout
   assert float(match[2]) < float(match[1]) - 0.5
   assert int(match[3]) == 14  # 14 projected kernels, refreshed once at step 0 (T = 20)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "qgalore"])
+def test_init_from_a_key_matches_eager_construction_without_folded_constants(optimizer):
+  import jax
+  from flax import nnx
+
+  from llm.model import Llama
+  from qgalore_jax import pretrain
+  config = pretrain.model_config("tiny", vocab_size=256, max_seq_len=32)
+  trainer = pretrain.build(config, pretrain.OptimizerConfig(name=optimizer, rank=8), 3)
+  key = jax.random.key(3)
+  state = trainer.init(key)
+  _, eager = nnx.split(Llama(config, rngs=nnx.Rngs(3)))
+  from qgalore_jax.quantization import dequantize_params
+  for got, want in zip(jax.tree.leaves(dequantize_params(state.params, config.param_dtype)),
+                       jax.tree.leaves(eager)):
+    # the same random bits; compiled and eager float ops may differ in the last place, and
+    # Q-GaLore's INT8 kernels are within a quantization step (weights are ~0.02-0.1)
+    step = (np.max(want) - np.min(want)) / 255 if optimizer == "qgalore" else 1e-7
+    np.testing.assert_allclose(got, want, rtol=0, atol=step)
+  # a second key gives other weights from the same compiled function
+  assert not tree_equal_bitwise(trainer.init(jax.random.key(4)).params, state.params)
+  # no constant the size of a weight: the key is an input, so XLA has nothing to fold
+  hlo = trainer.init.lower(key).as_text()
+  shapes = re.findall(r"stablehlo\.constant dense<[^>]*> : tensor<([0-9x]+)x?[a-z]", hlo)
+  largest = max((int(np.prod([int(d) for d in s.split("x") if d])) for s in shapes), default=1)
+  smallest_kernel = min(int(np.size(leaf)) for leaf in jax.tree.leaves(eager)
+                        if np.ndim(leaf) == 2)
+  assert largest < smallest_kernel

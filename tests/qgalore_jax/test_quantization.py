@@ -4,13 +4,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import qgalore_jax as qg
 from jaxrepro.checkpoint import Checkpointer, tree_equal_bitwise
-from qgalore_jax.adam8bit import dequantize_blockwise, dynamic_code, quantize_blockwise
+from qgalore_jax.adam8bit import dequantize_blockwise, dynamic_code, quantize_blockwise, \
+    zero_moment
 
 _floats = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, width=32)
 
@@ -130,6 +132,17 @@ def test_dynamic_code_and_blockwise_round_trip():
   big = np.abs(np.asarray(x)) > 1e-3 * np.repeat(np.asarray(q.absmax), 256)[:1000]
   rel = np.abs(np.asarray(back) - np.asarray(x))[big] / np.abs(np.asarray(x))[big]
   assert rel.max() < 0.3 and rel.mean() < 0.03
+
+
+@pytest.mark.parametrize("size,block", [(1000, 256), (512, 256), (7, 4), (1, 64)])
+@pytest.mark.parametrize("signed", [True, False])
+def test_zero_moment_is_the_quantized_zeros(size, block, signed):
+  code = dynamic_code(signed)
+  built = zero_moment(size, code, block)
+  want = quantize_blockwise(jnp.zeros(size), code, block)
+  assert built.codes.dtype == want.codes.dtype and built.absmax.dtype == want.absmax.dtype
+  assert tree_equal_bitwise(built, want)
+  assert not np.asarray(dequantize_blockwise(built, code, (size,))).any()
 
 
 def test_adam_8bit_tracks_float_adam_on_a_quadratic():

@@ -1,5 +1,5 @@
 """The MSRS benchmark's bookkeeping: method subsets, options, and resumed rows kept apart by
-model, seed, modality and learning rate."""
+model, seed, modality, learning rate and number of evaluations."""
 
 import json
 
@@ -31,10 +31,10 @@ def test_finished_rows_keep_models_and_seeds_apart(tmp_path):
   path.write_text("".join(json.dumps(r) + "\n" for r in rows))
   done = bench.finished_rows(path)
   assert {key: row["final_cer"] for key, row in done.items()} == {
-      ("medium", "video", "dense", "conformer-nano", 0, 3e-3): 0.5,
-      ("medium", "video", "dense", "conformer-tiny", 0, 3e-3): 0.9,
-      ("medium", "video", "dense", "conformer-tiny", 1, 3e-3): 0.6}
-  assert "seed" not in done["medium", "video", "dense", "conformer-tiny", 1, 3e-3]
+      ("medium", "video", "dense", "conformer-nano", 0, 3e-3, 10): 0.5,
+      ("medium", "video", "dense", "conformer-tiny", 0, 3e-3, 10): 0.9,
+      ("medium", "video", "dense", "conformer-tiny", 1, 3e-3, 10): 0.6}
+  assert "seed" not in done["medium", "video", "dense", "conformer-tiny", 1, 3e-3, 10]
 
 
 def test_finished_rows_keep_learning_rates_and_modalities_apart(tmp_path):
@@ -47,12 +47,12 @@ def test_finished_rows_keep_learning_rates_and_modalities_apart(tmp_path):
   path.write_text("".join(json.dumps(r) + "\n" for r in rows))
   done = bench.finished_rows(path)
   assert {key: row["final_cer"] for key, row in done.items()} == {
-      ("medium", "video", "dense", "conformer-nano", 0, 3e-3): 0.5,
-      ("medium", "video", "dense", "conformer-nano", 0, 1e-2): 0.95,
-      ("medium", "av", "dense", "conformer-nano", 0, 3e-3): 0.3,
-      ("full", "av", "dense", "conformer-tiny", 0, 2e-3): 0.2,
-      ("full", "av", "dense", "conformer-tiny", 0, 3e-3): 0.1}
-  assert "learning_rate" not in done["medium", "video", "dense", "conformer-nano", 0, 1e-2]
+      ("medium", "video", "dense", "conformer-nano", 0, 3e-3, 10): 0.5,
+      ("medium", "video", "dense", "conformer-nano", 0, 1e-2, 10): 0.95,
+      ("medium", "av", "dense", "conformer-nano", 0, 3e-3, 10): 0.3,
+      ("full", "av", "dense", "conformer-tiny", 0, 2e-3, 10): 0.2,
+      ("full", "av", "dense", "conformer-tiny", 0, 3e-3, 10): 0.1}
+  assert "learning_rate" not in done["medium", "video", "dense", "conformer-nano", 0, 1e-2, 10]
   # an explicit default learning rate is the same configuration as an old row without one
   assert bench.row_key(_row("medium", "dense", 0.5, learning_rate=0.003)) == bench.row_key(
       _row("medium", "dense", 0.5))
@@ -145,7 +145,9 @@ def test_full_size_trains_both_models_by_default():
     (dict(modalities=()), "unknown modalities"),
     (dict(learning_rate=0.0), "must be positive"),
     (dict(learning_rate=-1e-3), "must be positive"),
-    (dict(learning_rate=float("nan")), "must be positive")])
+    (dict(learning_rate=float("nan")), "must be positive"),
+    (dict(evals=0), "--evals must be between 1 and the 200 steps"),
+    (dict(evals=201), "--evals must be between 1 and the 200 steps")])
 def test_bad_modalities_and_learning_rates_raise(monkeypatch, tmp_path, options, message):
   monkeypatch.setattr(bench, "make_corpus", lambda size, out_dir: pytest.fail("ran"))
   with pytest.raises(ValueError, match=message):
@@ -158,7 +160,58 @@ def test_options_reach_run(monkeypatch):
                       lambda fn, description, rest: seen.update(fn.keywords, rest=rest))
   bench._main(["--medium", "--model", "conformer-tiny", "--seed", "1", "--methods",
                "dense,msrs-sparse", "--modalities", "video,av", "--learning-rate", "1e-2",
-               "--resume", "--out", "x"])
+               "--evals", "20", "--resume", "--out", "x"])
   assert seen == {"size": "medium", "resume": True, "model": "conformer-tiny", "seed": 1,
                   "method_labels": ("dense", "msrs-sparse"), "modalities": ("video", "av"),
-                  "learning_rate": 1e-2, "rest": ["--out", "x"]}
+                  "learning_rate": 1e-2, "evals": 20, "rest": ["--out", "x"]}
+
+
+def test_evaluation_counts_run_apart_and_set_the_evaluation_interval(monkeypatch, tmp_path):
+  ran = []
+
+  def fake_run_method(method, switch, modality, train_set, test_set, *, evals, steps, **_):
+    ran.append((method, evals, steps))
+    return {k: v for k, v in _row("medium", "", 0.4).items()
+            if k not in ("size", "modality", "label")}
+
+  _fake_corpus(monkeypatch, tmp_path)
+  monkeypatch.setattr(bench, "run_method", fake_run_method)
+  path = tmp_path / "msrs_rows.jsonl"
+  path.write_text(json.dumps(_row("medium", "dense", 0.5)) + "\n")  # before evals was recorded
+  report = bench.run(False, tmp_path, size="medium", resume=True, evals=20,
+                     method_labels=("dense",))
+  assert ran == [("none", 20, 200)]  # the 10-evaluation row is not reused for a finer curve
+  assert json.loads(path.read_text().splitlines()[-1])["evals"] == 20
+  assert report.command.endswith("--medium --methods dense --evals 20")
+  assert report.config["evals"] == 20
+  ran.clear()
+  bench.run(False, tmp_path, size="medium", resume=True, evals=10, method_labels=("dense",))
+  assert ran == []  # an explicit default is the old row's configuration
+  assert bench.row_key(_row("medium", "dense", 0.5, evals=20)) != bench.row_key(
+      _row("medium", "dense", 0.5))
+
+
+def _timed_row(cers, seconds, steady):
+  curve = [{"step": 10 * (i + 1), "seconds": t, "steady_seconds": u, "cer": c, "wer": 1.0}
+           for i, (c, t, u) in enumerate(zip(cers, seconds, steady))]
+  return {"curve": curve, "final_cer": cers[-1], "seconds": seconds[-1],
+          "steady_seconds": steady[-1]}
+
+
+def test_verdict_judges_real_time_and_reports_the_time_without_compilation():
+  rows = {"dense": _timed_row([0.9, 0.8, 0.7, 0.6], [30, 40, 50, 60], [0, 9, 18, 27]),
+          "msrs-sparse": _timed_row([0.9, 0.55, 0.5, 0.4], [50, 62, 72, 82], [0, 11, 20, 29]),
+          "msrs-dense": _timed_row([0.9, 0.8, 0.7, 0.65], [40, 50, 60, 70], [0, 9, 18, 27])}
+  verdict = bench.verdict(rows)
+  sparse = verdict["msrs-sparse"]
+  # first reaches dense's 0.6 at step 20: 62 s of dense's 60 s with compilation, 11 of 27 without
+  assert sparse["seconds_to_dense_cer"] == 62 and sparse["fraction_of_dense_steps"] == 0.5
+  assert sparse["fraction_of_dense_time"] == pytest.approx(62 / 60)
+  assert sparse["fraction_of_dense_steady_time"] == pytest.approx(11 / 27)
+  assert not sparse["half_time_target_met"]  # judged with compilation included
+  assert verdict["msrs-dense"]["fraction_of_dense_steady_time"] is None  # never reached it
+  # rows recorded before steady seconds were: no steady fraction, the rest unchanged
+  old = {label: {**row, "curve": [{k: v for k, v in p.items() if k != "steady_seconds"}
+                                  for p in row["curve"]]} for label, row in rows.items()}
+  assert bench.verdict(old)["msrs-sparse"]["fraction_of_dense_steady_time"] is None
+  assert bench.verdict(old)["msrs-sparse"]["fraction_of_dense_time"] == pytest.approx(62 / 60)

@@ -164,3 +164,18 @@ def test_evaluation_shows_a_progress_bar_per_warp(data, monkeypatch):
   bars.clear()
   evaluate(model, test_set, batch_size=2, quiet=True)
   assert bars == [("decode", batches, True)]
+
+
+def test_evaluations_carry_time_with_and_without_the_compiling_steps(data):
+  train_set, test_set = data
+  model_config = ModelConfig(vocab_size=CharTokenizer().vocab_size, **NANO)
+  config = TrainConfig(steps=4, batch_size=4, warmup_steps=1, eval_every=2,
+                       checkpoint_every=1000, log_every=1, num_buckets=1)
+  result = train(model_config, config, train_set, eval_data=test_set, quiet=True)
+  first, last = result["evaluations"]
+  assert (first["step"], last["step"]) == (2, 4)
+  # step 1 compiled (seconds) and step 2 did not: far below half of the two steps' time
+  assert 0 < first["steady_seconds"] < 0.5 * first["seconds"]
+  assert first["steady_seconds"] < last["steady_seconds"] < last["seconds"]
+  assert last["seconds"] == result["step_seconds"]
+  assert last["steady_seconds"] == result["steady_seconds"]
