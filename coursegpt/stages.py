@@ -203,8 +203,8 @@ def judge_failure_notes(results: dict[str, dict[str, Any]], judge_spec: str) -> 
                    f"of {failures + graded} answers; judge_score averages the other {graded}")
     else:
       notes.append(f"{name}: the judge ({judge_spec}) gave no parseable verdict for any of the "
-                   f"{failures} answers, so judge_score is null; a small local model rarely "
-                   "keeps to the verdict format: pass --judge URL of a stronger one")
+                   f"{failures} answers, so judge_score is null; a small local model may not "
+                   "keep to the verdict format: pass --judge URL of a stronger one")
   return notes
 
 
