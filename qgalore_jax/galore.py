@@ -41,7 +41,8 @@ import optax
 
 from qgalore_jax.adam import EPS_PLACEMENTS, scale_by_adam_official
 from qgalore_jax.adam8bit import DEFAULT_BLOCK_SIZE, scale_by_adam_8bit
-from qgalore_jax.quantization import DEFAULT_GROUP_SIZE, QTensor, dequantize, quantize
+from qgalore_jax.quantization import DEFAULT_GROUP_SIZE, QTensor, dequantize, quantize, \
+    quantized_zeros
 
 PROJ_SIDES = ("torch", "smaller", "larger", "left", "right")
 _MAX_GAP = 2 ** 30  # keeps the int32 gap from overflowing under repeated doubling
@@ -143,11 +144,15 @@ def _store_projector(p: jax.Array, cfg: _Config):
 def _init_layer(param: jax.Array, cfg: _Config) -> LayerProjection:
   rows = _reduces_rows(param.shape, cfg.proj_side)
   _, proj_shape = _low_rank_shape(param.shape, cfg.rank, cfg.proj_side)
-  projector = jnp.zeros(proj_shape, jnp.float32)
+  if cfg.projector_bits is None:
+    projector = jnp.zeros(proj_shape, jnp.float32)
+  else:
+    projector = quantized_zeros(proj_shape, cfg.projector_bits, cfg.projector_group_size,
+                                official_zero_point_clamp=cfg.official_zero_point_clamp)
   vector_len = proj_shape[0] if rows else proj_shape[1]
   zero = jnp.zeros([], jnp.int32)
   return LayerProjection(
-      projector=_store_projector(projector, cfg), gap=jnp.asarray(cfg.update_proj_gap, jnp.int32),
+      projector=projector, gap=jnp.asarray(cfg.update_proj_gap, jnp.int32),
       svd_count=zero, nonfinite_count=zero, pending=jnp.zeros([], bool),
       first_vector=jnp.zeros((vector_len,), jnp.float32),
       queue=jnp.zeros((cfg.queue_size,), jnp.float32), queue_len=zero)

@@ -128,6 +128,20 @@ def quantize(x: jax.Array, bits: int = 8, group_size: int = DEFAULT_GROUP_SIZE, 
                  group_size)
 
 
+def quantized_zeros(shape: tuple[int, ...], bits: int = 8,
+                    group_size: int = DEFAULT_GROUP_SIZE, *,
+                    official_zero_point_clamp: bool = False) -> QTensor:
+  """``quantize(jnp.zeros(shape), ...)`` built from one quantized group: every group of
+  zeros quantizes alike, while XLA would fold the quantization of the whole constant array at
+  compile time, element by element (seconds per optimizer state it initializes)."""
+  one = quantize(jnp.zeros(group_size), bits, group_size,
+                 official_zero_point_clamp=official_zero_point_clamp)
+  groups = -(-math.prod(shape) // group_size)
+  return QTensor(jnp.tile(one.data, groups), jnp.broadcast_to(one.scale, (groups,)),
+                 jnp.broadcast_to(one.zero, (groups,)), tuple(int(d) for d in shape), bits,
+                 group_size)
+
+
 def dequantize(q: QTensor, dtype: Any = jnp.float32) -> jax.Array:
   """``scale * (code - zero)`` per group, reshaped to ``q.shape``."""
   codes = unpack_int4(q.data) if q.bits == 4 else q.data

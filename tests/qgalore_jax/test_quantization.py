@@ -134,6 +134,22 @@ def test_dynamic_code_and_blockwise_round_trip():
   assert rel.max() < 0.3 and rel.mean() < 0.03
 
 
+@pytest.mark.parametrize("shape,bits,group", [((64, 16), 4, 256), ((1000,), 8, 256),
+                                              ((7, 3), 4, 4), ((5,), 8, 2)])
+@pytest.mark.parametrize("official", [False, True])
+def test_quantized_zeros_is_quantize_of_zeros(shape, bits, group, official):
+  built = qg.quantization.quantized_zeros(shape, bits, group, official_zero_point_clamp=official)
+  want = qg.quantization.quantize(jnp.zeros(shape), bits, group,
+                                  official_zero_point_clamp=official)
+  assert (built.shape, built.bits, built.group_size) == (want.shape, want.bits, want.group_size)
+  assert jax.tree.structure(built) == jax.tree.structure(want)
+  assert tree_equal_bitwise((built.data, built.zero), (want.data, want.zero))
+  # the official clamp's scale 1e-5 / levels may be divided in another last place (XLA's
+  # vectorized division of a longer array)
+  np.testing.assert_allclose(built.scale, want.scale, rtol=2 ** -23, atol=0)
+  assert not np.asarray(qg.quantization.dequantize(built)).any()
+
+
 @pytest.mark.parametrize("size,block", [(1000, 256), (512, 256), (7, 4), (1, 64)])
 @pytest.mark.parametrize("signed", [True, False])
 def test_zero_moment_is_the_quantized_zeros(size, block, signed):
