@@ -65,14 +65,13 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 
 
 @functools.lru_cache(maxsize=8)
-def make_train_step(graphdef, optimizer, config: TrainConfig, reparam=None,
-                    layer_norms: bool = False):
+def make_train_step(graphdef, optimizer, config: TrainConfig, reparam=None):
   """Cached, so runs with the same model and configuration share compilations.
 
   ``step(params, other, opt_state, key, batch) -> (params, other, opt_state, metrics)``;
-  ``metrics["losses"]`` is per utterance. ``reparam`` (e.g. :class:`sparse_sr.msrs.MSRS`)
-  maps the trained tree to the model's weights and adds its penalty to the loss;
-  ``layer_norms`` adds ``metrics["layer_grad_norms"]`` (one norm per parameter leaf)."""
+  ``metrics["losses"]`` is per utterance and ``metrics["layer_grad_norms"]`` has one
+  gradient norm per parameter leaf. ``reparam`` (e.g. :class:`sparse_sr.msrs.MSRS`)
+  maps the trained tree to the model's weights and adds its penalty to the loss."""
 
   def loss_fn(params, other, opt_state, key, batch):
     weights = params if reparam is None else reparam.weights(params, opt_state)
@@ -94,11 +93,9 @@ def make_train_step(graphdef, optimizer, config: TrainConfig, reparam=None,
     params = optax.apply_updates(params, updates)
     metrics = {"loss": loss, "ctc": jnp.mean(aux["ctc"]), "att": jnp.mean(aux["att"]),
                "accuracy": aux["accuracy"], "grad_norm": optax.tree.norm(grads),
-               "losses": aux["losses"]}
+               "losses": aux["losses"], "layer_grad_norms": leaf_norms(grads)}
     if reparam is not None:
       metrics.update(reparam.metrics(params, opt_state))
-    if layer_norms:
-      metrics["layer_grad_norms"] = leaf_norms(grads)
     return params, other, opt_state, metrics
   return step
 
@@ -287,8 +284,9 @@ def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *
       state, _ = ckpt.restore(like=state)
       iterator.load_state(jax.device_get(state["data"]))
     logger = MetricsLogger(workdir / "metrics.jsonl")
+  # One step function for every step: the per-leaf norms cost a reduction per leaf, while a
+  # second variant without them cost a second compilation (half of a 200-step run's).
   step_fn = make_train_step(graphdef, optimizer, config, reparam)
-  norms_fn = make_train_step(graphdef, optimizer, config, reparam, True)
 
   def weights(params, opt_state):
     return params if reparam is None else reparam.weights(params, opt_state)
@@ -310,14 +308,14 @@ def train(model_config: ModelConfig, config: TrainConfig, train_data: Dataset, *
         if "audio_len" in batch else float(np.sum(batch["video_len"])) / 25
     t0 = time.perf_counter()
     key, step_key = jax.random.split(key)
-    with_norms = step <= layer_norm_steps
-    params, other, opt_state, metrics = (norms_fn if with_norms else step_fn)(
-        params, other, opt_state, step_key, shard_batch(batch, mesh))
+    params, other, opt_state, metrics = step_fn(params, other, opt_state, step_key,
+                                                shard_batch(batch, mesh))
+    norms = metrics.pop("layer_grad_norms")
     metrics = jax.device_get(metrics)
-    if "layer_grad_norms" in metrics:
+    if step <= layer_norm_steps:
       layer_grad_norms.append({"step": step, **{k: float(v) for k, v in
-                                                metrics.pop("layer_grad_norms").items()}})
-    shape = (with_norms,) + tuple(v.shape for v in batch.values())
+                                                jax.device_get(norms).items()}})
+    shape = tuple(v.shape for v in batch.values())
     compiled = shape in compiled_shapes
     if compiled:  # throughput excludes steps that compiled
       train_seconds += time.perf_counter() - t0

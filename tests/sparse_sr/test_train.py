@@ -1,5 +1,7 @@
 """Training loop: learning, bit-exact resume, sharding over the data axis, the sampler hook."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -179,3 +181,26 @@ def test_evaluations_carry_time_with_and_without_the_compiling_steps(data):
   assert first["steady_seconds"] < last["steady_seconds"] < last["seconds"]
   assert last["seconds"] == result["step_seconds"]
   assert last["steady_seconds"] == result["steady_seconds"]
+
+
+def test_recording_layer_gradient_norms_costs_no_second_compilation(data):
+  import jax
+  compiled = []
+
+  def record(event, seconds, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration" and kwargs.get("fun_name") == "jit(step)":
+      compiled.append(seconds)
+  train_set, _ = data
+  model_config = ModelConfig(vocab_size=CharTokenizer().vocab_size, **NANO)
+  # a configuration of its own: make_train_step caches compiled steps per configuration
+  config = dataclasses.replace(CONFIG, seed=7)
+  jax.monitoring.register_event_duration_secs_listener(record)
+  try:
+    result = train(model_config, config, train_set, layer_norm_steps=2, quiet=True)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(record)
+  # one padded length (num_buckets=1): one compilation, with or without recording norms
+  assert len(compiled) == 1
+  assert [r["step"] for r in result["layer_grad_norms"]] == [1, 2]
+  first = result["layer_grad_norms"][0]
+  assert len(first) > 10 and all(v > 0 for k, v in first.items() if k != "step")
