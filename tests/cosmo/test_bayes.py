@@ -157,3 +157,21 @@ def test_nuts_posterior_equals_numerical_marginal_at_the_prior_edge():
   assert draws["gamma"].mean() == pytest.approx(np.sum(weight_gamma * gamma.ravel()),
                                                 abs=4 * draws["gamma"].std()
                                                 / np.sqrt(post["ess"]["gamma"]) + 1e-3)
+
+
+def test_progress_bar_follows_quiet_and_changes_no_draw(monkeypatch, capfd):
+  """The bar makes numpyro step from Python instead of one compiled loop: same draws."""
+  import cosmo.bayes
+  cat, probe = mock_catalogue("sne", n=40, seed=3), get_probe("sne")
+
+  def draws():
+    mcmc = run_nuts(probe, cat, jax.random.key(2), init={"omega_m": 0.3, "M": -19.3},
+                    num_warmup=30, num_samples=30, num_chains=2)
+    return np.asarray(mcmc.get_samples()["omega_m"])
+  monkeypatch.setattr(cosmo.bayes, "is_quiet", lambda: True)
+  quiet = draws()
+  assert "sample:" not in capfd.readouterr().err
+  monkeypatch.setattr(cosmo.bayes, "is_quiet", lambda: False)
+  shown = draws()
+  assert "sample:" in capfd.readouterr().err
+  np.testing.assert_array_equal(quiet, shown)
