@@ -188,7 +188,8 @@ def test_recording_layer_gradient_norms_costs_no_second_compilation(data):
   compiled = []
 
   def record(event, seconds, **kwargs):
-    if event == "/jax/core/compile/backend_compile_duration" and kwargs.get("fun_name") == "jit(step)":
+    if (event == "/jax/core/compile/backend_compile_duration"
+        and kwargs.get("fun_name") == "jit(step)"):
       compiled.append(seconds)
   train_set, _ = data
   model_config = ModelConfig(vocab_size=CharTokenizer().vocab_size, **NANO)
