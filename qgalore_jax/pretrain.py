@@ -112,7 +112,9 @@ def loss_fn(graphdef, params, tokens: jax.Array) -> jax.Array:
 @functools.lru_cache(maxsize=8)
 def build(model_config: LlamaConfig, opt_config: OptimizerConfig, seed: int = 0) -> Trainer:
   """Initializer and jitted train step for one model and optimizer (cached, so repeated runs
-  in one process reuse the compiled step)."""
+  in one process reuse the compiled step). ``init(key)`` draws the parameters from ``key``;
+  ``seed`` sets the training key the state starts with (``key(seed + 1)``, which drives
+  stochastic rounding), so the CLI passes the same seed to both."""
   abstract = nnx.eval_shape(lambda: Llama(model_config, rngs=nnx.Rngs(seed)))
   graphdef, abstract_params = nnx.split(abstract)
   optimizer = make_optimizer(opt_config, abstract_params)
