@@ -163,6 +163,9 @@ def test_progress_bar_follows_quiet_and_changes_no_draw(monkeypatch, capfd):
   """The bar makes numpyro step from Python instead of one compiled loop: same draws."""
   import cosmo.bayes
   cat, probe = mock_catalogue("sne", n=40, seed=3), get_probe("sne")
+  # numpyro switches its bar off by itself when these are set, as they are on CI machines.
+  monkeypatch.delenv("CI", raising=False)
+  monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
 
   def draws():
     mcmc = run_nuts(probe, cat, jax.random.key(2), init={"omega_m": 0.3, "M": -19.3},
