@@ -44,6 +44,32 @@ class BasicBlock(nnx.Module):
     return jax.nn.relu(h + skip)
 
 
+def frame_stacked_stem(video: jax.Array, kernel: jax.Array) -> jax.Array:
+  """The stem's 3-D convolution (kernel ``(kt, kh, kw, 1, C)``, strides ``(1, 2, 2)``, "same"
+  padding) of a one-channel ``video (B, T, H, W, 1)``, computed as a 2-D convolution over
+  the ``kt`` neighbouring frames stacked as input channels: the same sum over the same
+  taps, so the same function and kernel gradient up to float summation order.
+
+  Why: XLA's CPU backend has no fast path for this 3-D convolution or for its kernel
+  gradient (a window-dilated convolution) and runs both as plain loops. Measured on
+  16 x 30 x 44 x 44 clips, 4 output channels, forward plus kernel gradient: 1283 ms as a
+  3-D convolution, 74.8 ms this way (medians of 7, one process).
+  """
+  kt, kh, kw, cin, cout = kernel.shape
+  if cin != 1 or video.shape[-1] != 1:
+    raise ValueError(f"the stem takes one input channel, got kernel {kernel.shape} and "
+                     f"video {video.shape}")
+  b, t, h, w, _ = video.shape
+  padded = jnp.pad(video[..., 0], ((0, 0), (kt // 2, (kt - 1) // 2), (0, 0), (0, 0)))
+  frames = jnp.stack([padded[:, d:d + t] for d in range(kt)], axis=-1)   # (B, T, H, W, kt)
+  planar = jnp.transpose(kernel[:, :, :, 0, :], (1, 2, 0, 3))            # (kh, kw, kt, C)
+  out = jax.lax.conv_general_dilated(
+      frames.reshape(b * t, h, w, kt), planar.astype(video.dtype), (2, 2),
+      ((kh // 2, (kh - 1) // 2), (kw // 2, (kw - 1) // 2)),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return out.reshape((b, t) + out.shape[1:])
+
+
 class VisualFrontEnd(nnx.Module):
   """``video (batch, frames, H, W)`` uint8 -> ``(batch, frames, d_model)``."""
 
@@ -65,7 +91,8 @@ class VisualFrontEnd(nnx.Module):
     valid = jnp.arange(t)[None, :] < video_len[:, None]
     x = (video.astype(jnp.float32) / 255.0 - 0.421) / 0.165   # LRS3 mouth-ROI statistics
     x = jnp.where(valid[:, :, None, None], x, 0.0)[..., None]
-    x = jax.nn.relu(self.stem_bn(self.stem(x), use_running_average=not train))
+    x = jax.nn.relu(self.stem_bn(frame_stacked_stem(x, self.stem.kernel[...]),
+                                 use_running_average=not train))
     x = nnx.max_pool(x, (1, 3, 3), strides=(1, 2, 2), padding=((0, 0), (1, 1), (1, 1)))
     x = x.reshape((b * t,) + x.shape[2:])
     for block in self.blocks:
