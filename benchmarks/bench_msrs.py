@@ -14,15 +14,15 @@ dense run's training time, or trains where dense fails (final CER above ``FAIL_C
 
 ``--quick`` (a pipeline check; mostly compilation): VSR only, conformer-nano, 40 steps of
 batch 8 on 0.02 hours of spoken digit words with mouth video, methods dense / magnitude /
-MSRS (sparse switch); far too little to learn lip reading. ``--medium`` (CPU-sized, about an
-hour on 2 shared cores): VSR only, conformer-nano, 200 steps of batch 16 on a small-vocabulary
-lip-reading task (the ten digit words, 0.1 hours, 552 utterances; 60 held-out utterances in
-voices, hence lip geometries, never seen in training), on which the dense model does learn
-(CER 52% after 200 steps in a pilot run), evaluated every 20 steps: dense, MSRS with both
-switches, then magnitude pruning at init, SET and RigL. Each finished
-run is appended to ``<out>/msrs_rows.jsonl``. Full (for a GPU): VSR and AVSR, conformer-tiny,
-1500 steps of batch 32 on the 1-hour sentence corpus, all six methods. ``--words``: as
-``--medium`` for 150 steps on single words of a 20-word vocabulary (0.05 hours, 32 held-out
+MSRS (sparse switch); far too little to learn lip reading. ``--medium`` (CPU-sized; dense and
+both MSRS switches take 3-3.5 minutes on 2 idle cores): VSR only, conformer-nano, 200 steps
+of batch 16 on a small-vocabulary lip-reading task (the ten digit words, 0.1 hours, 552
+utterances; 60 held-out utterances in voices, hence lip geometries, never seen in training),
+on which the dense model does learn (CER 52% after 200 steps in a pilot run), evaluated every
+20 steps: dense, MSRS with both switches, then magnitude pruning at init, SET and RigL. Each
+finished run is appended to ``<out>/msrs_rows.jsonl``. Full (for a GPU; about an hour per run
+on 2 CPU cores): VSR and AVSR, conformer-tiny, 1500 steps of batch 32 on the 1-hour sentence
+corpus, all six methods. ``--words``: as ``--medium`` for 150 steps on single words of a 20-word vocabulary (0.05 hours, 32 held-out
 utterances), chosen because dense reached only 90% CER after 150 steps in an earlier run (on
 a re-synthesized corpus it reached 65%), dense and MSRS with both switches. MSRS uses the defaults
 of :func:`sparse_sr.sparse_methods.sparse_training` everywhere: the mask is learned in the
