@@ -22,9 +22,10 @@ on which the dense model does learn (CER 52% after 200 steps in a pilot run), ev
 20 steps: dense, MSRS with both switches, then magnitude pruning at init, SET and RigL. Each
 finished run is appended to ``<out>/msrs_rows.jsonl``. Full (for a GPU; about an hour per run
 on 2 CPU cores): VSR and AVSR, conformer-tiny, 1500 steps of batch 32 on the 1-hour sentence
-corpus, all six methods. ``--words``: as ``--medium`` for 150 steps on single words of a 20-word vocabulary (0.05 hours, 32 held-out
-utterances), chosen because dense reached only 90% CER after 150 steps in an earlier run (on
-a re-synthesized corpus it reached 65%), dense and MSRS with both switches. MSRS uses the defaults
+corpus, all six methods. ``--words``: as ``--medium`` for 150 steps on single words of a
+20-word vocabulary (0.05 hours, 32 held-out utterances), chosen because dense reached only
+90% CER after 150 steps in an earlier run (on a re-synthesized corpus it reached 65%), dense
+and MSRS with both switches. MSRS uses the defaults
 of :func:`sparse_sr.sparse_methods.sparse_training` everywhere: the mask is learned in the
 first 10% of the steps.
 
