@@ -55,7 +55,7 @@ def frame_stacked_stem(video: jax.Array, kernel: jax.Array) -> jax.Array:
   16 x 30 x 44 x 44 clips, 4 output channels, forward plus kernel gradient: 1283 ms as a
   3-D convolution, 74.8 ms this way (medians of 7, one process).
   """
-  kt, kh, kw, cin, cout = kernel.shape
+  kt, kh, kw, cin, _ = kernel.shape
   if cin != 1 or video.shape[-1] != 1:
     raise ValueError(f"the stem takes one input channel, got kernel {kernel.shape} and "
                      f"video {video.shape}")
