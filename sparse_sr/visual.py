@@ -75,6 +75,8 @@ class VisualFrontEnd(nnx.Module):
 
   def __init__(self, config: VisualConfig, d_model: int, *, rngs: nnx.Rngs):
     c = config.stem_channels
+    # holds the stem's kernel and states its geometry; __call__ computes this convolution with
+    # frame_stacked_stem, which tests check against this Conv
     self.stem = nnx.Conv(1, c, (5, 7, 7), strides=(1, 2, 2), padding=((2, 2), (3, 3), (3, 3)),
                          use_bias=False, rngs=rngs)
     self.stem_bn = nnx.BatchNorm(c, rngs=rngs)
